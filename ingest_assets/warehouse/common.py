@@ -1,0 +1,143 @@
+"""What every warehouse IO manager shares: table naming, column typing and partition bounds.
+
+The frame an asset returns is the single description of its table. Column types are derived
+from pandas dtypes, with two conventions carried in the asset's definition metadata:
+
+- ``json_columns``: text columns that hold JSON documents (stored as JSON/JSONB where the
+  warehouse has it);
+- ``primary_key``: the columns that identify a row (a unique constraint where the warehouse
+  supports it).
+
+``partition_date`` is always a calendar date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from pandas.api import types as ptypes
+
+PARTITION_COLUMN = "partition_date"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class WarehouseError(Exception):
+    """A table or column cannot be written as asked; the message names them."""
+
+
+@dataclass(frozen=True)
+class TableRef:
+    schema: str
+    table: str
+
+    @classmethod
+    def from_asset_key(cls, path: Sequence[str]) -> TableRef:
+        if len(path) < 2:
+            raise WarehouseError(
+                f"asset key {list(path)} needs a [schema, table] form to be stored in the warehouse"
+            )
+        schema, table = path[-2], path[-1]
+        for name in (schema, table):
+            if not _IDENTIFIER.match(name):
+                raise WarehouseError(f"{name!r} is not a valid table or schema name")
+        return cls(schema, table)
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for SQL (DuckDB and PostgreSQL share the rule)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def logical_types(df: pd.DataFrame, json_columns: Sequence[str] = ()) -> dict[str, str]:
+    """Map each column to one of: date, timestamptz, timestamp, double, bigint, boolean, text, json."""
+    types: dict[str, str] = {}
+    for name, dtype in df.dtypes.items():
+        column = str(name)
+        if column in json_columns:
+            types[column] = "json"
+        elif column == PARTITION_COLUMN:
+            types[column] = "date"
+        elif isinstance(dtype, pd.DatetimeTZDtype):
+            types[column] = "timestamptz"
+        elif ptypes.is_datetime64_dtype(dtype):
+            types[column] = "timestamp"
+        elif ptypes.is_bool_dtype(dtype):
+            types[column] = "boolean"
+        elif ptypes.is_integer_dtype(dtype):
+            types[column] = "bigint"
+        elif ptypes.is_float_dtype(dtype):
+            types[column] = "double"
+        elif ptypes.is_object_dtype(dtype) or ptypes.is_string_dtype(dtype):
+            types[column] = _object_type(df[column])
+        else:
+            types[column] = "text"
+    return types
+
+
+def _object_type(series: pd.Series) -> str:
+    """An object column holding only dates stays a date, only bools a boolean; else text."""
+    values = series.dropna()
+    if values.empty:
+        return "text"
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, dt.date) and not isinstance(v, dt.datetime) for v in values):
+        return "date"
+    return "text"
+
+
+def partition_dates(context) -> tuple[dt.date, dt.date] | None:
+    """The [start, end) dates of the partition (or range) an IO manager is handling, if any."""
+    if not context.has_asset_partitions:
+        return None
+    window = context.asset_partitions_time_window
+    return window.start.date(), window.end.date()
+
+
+def definition_list(metadata: Mapping[str, object] | None, key: str) -> list[str]:
+    """Read a list of column names from an asset's definition metadata."""
+    if not metadata or key not in metadata:
+        return []
+    value = metadata[key]
+    value = getattr(value, "value", value)
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]  # type: ignore[union-attr]
+
+
+def normalize_loaded(df: pd.DataFrame) -> pd.DataFrame:
+    """Give frames read back from any warehouse the same dtypes the assets wrote."""
+    out = df.copy()
+    for column in out.columns:
+        dtype = out[column].dtype
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            out[column] = out[column].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        elif ptypes.is_datetime64_dtype(dtype):
+            out[column] = out[column].astype("datetime64[ns]")
+    if PARTITION_COLUMN in out.columns and not ptypes.is_datetime64_dtype(out[PARTITION_COLUMN]):
+        out[PARTITION_COLUMN] = pd.to_datetime(out[PARTITION_COLUMN])
+    return out
+
+
+def check_partition_column(df: pd.DataFrame, table: TableRef, bounds: tuple[dt.date, dt.date]) -> None:
+    """Refuse to write rows that fall outside the partition being replaced."""
+    if PARTITION_COLUMN not in df.columns:
+        raise WarehouseError(f"{table}: a partitioned table needs a {PARTITION_COLUMN!r} column")
+    if df.empty:
+        return
+    dates = pd.to_datetime(df[PARTITION_COLUMN]).dt.date
+    start, end = bounds
+    outside = dates[(dates < start) | (dates >= end)]
+    if not outside.empty:
+        raise WarehouseError(
+            f"{table}: {len(outside)} rows have {PARTITION_COLUMN} outside the partition "
+            f"[{start}, {end}), e.g. {outside.iloc[0]}"
+        )
