@@ -1,0 +1,212 @@
+"""HTTP resilience kept out of connector code: rate limiting, retries with backoff, circuit breaker.
+
+``ResilientClient.get_json`` is the one call REST connectors make. Every attempt is counted in
+``FetchStats`` so ``metrics.ingestion`` can show what a source really cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import httpx
+
+from ingest_assets.config import HttpSettings
+from ingest_assets.connectors.base import FetchStats
+
+P = ParamSpec("P")
+T = TypeVar("T")
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class FetchError(Exception):
+    """A request failed for good; the message names the URL (without query secrets) and why."""
+
+
+class RetryableError(FetchError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CircuitOpenError(FetchError):
+    """Too many consecutive failures: calls are refused until the breaker cools down."""
+
+
+class RateLimiter:
+    """An async token bucket: at most ``rate`` acquisitions per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int = 1, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.capacity = float(max(1, burst))
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self.clock()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class CircuitBreaker:
+    """Opens after ``threshold`` consecutive failures; lets one trial call through after ``reset_s``."""
+
+    def __init__(self, threshold: int, reset_s: float, clock: Callable[[], float] = time.monotonic):
+        self.threshold = threshold
+        self.reset_s = reset_s
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if self.clock() - self.opened_at >= self.reset_s else "open"
+
+    def before_call(self) -> None:
+        if self.state == "open":
+            raise CircuitOpenError(
+                f"circuit open after {self.failures} consecutive failures; "
+                f"retrying in {self.reset_s - (self.clock() - (self.opened_at or 0)):.1f}s"
+            )
+
+    def record_success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+
+    def record_failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold or self.state == "half_open":
+            self.opened_at = self.clock()
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter (attempt 1 is the first retry)."""
+    return rng.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse a Retry-After header: seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def with_retries(
+    settings: HttpSettings, stats: FetchStats, log: logging.Logger, rng: random.Random | None = None
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """Decorator: retry an async call on ``RetryableError`` with backoff, honouring Retry-After."""
+    rng = rng or random.Random()
+
+    def decorate(call: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @wraps(call)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            attempt = 0
+            while True:
+                try:
+                    return await call(*args, **kwargs)
+                except RetryableError as exc:
+                    attempt += 1
+                    if attempt >= settings.max_attempts:
+                        raise FetchError(f"gave up after {attempt} attempts: {exc}") from exc
+                    delay = backoff_delay(attempt, settings.backoff_base_s, settings.backoff_max_s, rng)
+                    if exc.retry_after is not None:
+                        delay = max(delay, min(exc.retry_after, settings.retry_after_max_s))
+                    stats.retries += 1
+                    log.warning("retry %d/%d in %.2fs: %s", attempt, settings.max_attempts - 1, delay, exc)
+                    await asyncio.sleep(delay)
+
+        return wrapper
+
+    return decorate
+
+
+def safe_url(url: str | httpx.URL) -> str:
+    """The URL without query string or credentials, for messages."""
+    parsed = httpx.URL(str(url))
+    return str(parsed.copy_with(query=None, userinfo=b""))
+
+
+class ResilientClient:
+    """An ``httpx.AsyncClient`` behind a rate limiter, a concurrency cap, retries and a breaker."""
+
+    def __init__(
+        self,
+        settings: HttpSettings,
+        stats: FetchStats,
+        log: logging.Logger,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.log = log
+        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.burst)
+        self.breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_s)
+        self.semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self.client = httpx.AsyncClient(
+            timeout=settings.timeout_s,
+            headers=dict(headers or {}),
+            transport=transport,
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=settings.max_concurrency),
+        )
+
+    async def __aenter__(self) -> ResilientClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+    async def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> tuple[Any, httpx.Headers]:
+        """GET a JSON document, retrying transient failures; returns (body, headers)."""
+        attempt = with_retries(self.settings, self.stats, self.log)(self._attempt)
+        return await attempt(url, params)
+
+    async def _attempt(self, url: str, params: Mapping[str, Any] | None) -> tuple[Any, httpx.Headers]:
+        self.breaker.before_call()
+        await self.limiter.acquire()
+        async with self.semaphore:
+            self.stats.requests += 1
+            try:
+                response = await self.client.get(url, params=params)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                self._failed()
+                raise RetryableError(f"{type(exc).__name__} on {safe_url(url)}") from None
+        if response.status_code >= 400:
+            self._failed()
+            where = f"HTTP {response.status_code} from {safe_url(response.url)}"
+            if response.status_code in RETRYABLE_STATUS:
+                raise RetryableError(where, retry_after_seconds(response.headers.get("Retry-After")))
+            raise FetchError(f"{where}: {response.text[:200]}")
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            self._failed()
+            raise RetryableError(f"unparseable JSON body from {safe_url(response.url)}") from None
+        self.breaker.record_success()
+        return body, response.headers
+
+    def _failed(self) -> None:
+        self.stats.failed_requests += 1
+        self.breaker.record_failure()

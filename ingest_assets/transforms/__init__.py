@@ -1,0 +1,1 @@
+"""Plain pandas transforms (no dagster): clean → features → metrics for each dataset."""
