@@ -112,18 +112,27 @@ def write_frame(
 
 
 def read_frame(
-    con: duckdb.DuckDBPyConnection, table: TableRef, bounds: tuple | None
+    con: duckdb.DuckDBPyConnection,
+    table: TableRef,
+    bounds: tuple | None,
+    columns: list[str] | None = None,
 ) -> pd.DataFrame:
-    if not _existing_columns(con, table):
+    """Rows of the partition window (or the whole table), optionally only some columns."""
+    existing = _existing_columns(con, table)
+    if not existing:
         raise WarehouseError(
             f"{table} does not exist in the warehouse yet: materialize its asset first"
         )
+    unknown = [c for c in columns or [] if c not in existing]
+    if unknown:
+        raise WarehouseError(f"{table} has no column(s) {', '.join(unknown)}")
     target = f"{quote_ident(table.schema)}.{quote_ident(table.table)}"
+    selected = ", ".join(quote_ident(c) for c in columns) if columns else "*"
     if bounds is None:
-        df = con.execute(f"SELECT * FROM {target}").df()
+        df = con.execute(f"SELECT {selected} FROM {target}").df()
     else:
         df = con.execute(
-            f"SELECT * FROM {target} WHERE {quote_ident(PARTITION_COLUMN)} >= ? "
+            f"SELECT {selected} FROM {target} WHERE {quote_ident(PARTITION_COLUMN)} >= ? "
             f"AND {quote_ident(PARTITION_COLUMN)} < ?",
             list(bounds),
         ).df()
@@ -170,5 +179,6 @@ class DuckDBPartitionedIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         table = TableRef.from_asset_key(context.asset_key.path)
-        with connect(self.path, read_only=False) as con:
-            return read_frame(con, table, partition_dates(context))
+        columns = definition_list(context.definition_metadata, "columns") or None
+        with connect(self.path) as con:
+            return read_frame(con, table, partition_dates(context), columns)

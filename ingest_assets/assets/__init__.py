@@ -1,0 +1,1 @@
+"""Thin Dagster wiring around connectors, quality and transforms."""

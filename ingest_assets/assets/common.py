@@ -1,0 +1,33 @@
+"""What every asset shares: the daily partitions and reading a partition window."""
+
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+
+START_DATE = "2024-01-01"
+daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone="UTC")
+
+
+def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
+    """Every date in the run's partition window (one day, or a backfill range)."""
+    window = context.partition_time_window
+    days, day = [], window.start.date()
+    while day < window.end.date():
+        days.append(day)
+        day += dt.timedelta(days=1)
+    return days
+
+
+def now_utc() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").floor("us")
+
+
+def retry_policy(max_retries: int, delay_s: float, backoff: str, jitter: str) -> dg.RetryPolicy:
+    return dg.RetryPolicy(
+        max_retries=max_retries,
+        delay=delay_s,
+        backoff=dg.Backoff.EXPONENTIAL if backoff == "exponential" else dg.Backoff.LINEAR,
+        jitter={"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS}.get(jitter),
+    )

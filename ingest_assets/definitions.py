@@ -1,0 +1,54 @@
+"""The one place that builds ``dg.Definitions`` for this code location."""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from ingest_assets.assets.checks import build_schema_checks
+from ingest_assets.assets.datasets import build_dataset_assets, build_quarantine_asset
+from ingest_assets.assets.ingestion import build_ingestion_metrics_asset
+from ingest_assets.assets.raw import build_raw_asset
+from ingest_assets.automation.alerts import alert_on_check_failure, alert_on_run_failure
+from ingest_assets.automation.jobs import build_jobs, source_job_name
+from ingest_assets.automation.schedules import build_schedules
+from ingest_assets.automation.sensors import build_landing_sensor
+from ingest_assets.config import DATASETS, SourcesFile, load_sources
+from ingest_assets.executors import build_executor
+from ingest_assets.warehouse import build_io_manager
+
+# We use backfill policies and partitioned asset checks on purpose; their beta/preview notices
+# would otherwise repeat on every load of this code location.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+def build_definitions(sources: SourcesFile | None = None, warehouse_url: str | None = None) -> dg.Definitions:
+    """Everything for a sources file and a warehouse (defaults: the environment's)."""
+    sources = sources or load_sources()
+    assets: list[dg.AssetsDefinition] = [build_raw_asset(s) for s in sources.sources]
+    for dataset in DATASETS:
+        feeding = sources.for_dataset(dataset)
+        if feeding:
+            assets += build_dataset_assets(dataset, feeding)
+    assets.append(build_quarantine_asset(sources.sources))
+    assets.append(build_ingestion_metrics_asset(sources.sources))
+
+    jobs = build_jobs(sources.sources)
+    jobs_by_name = {job.name: job for job in jobs}
+    sensors = [
+        build_landing_sensor(s, jobs_by_name[source_job_name(s)]) for s in sources.sources if s.sensor
+    ]
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=build_schema_checks({key for a in assets for key in a.keys}),
+        jobs=jobs,
+        schedules=build_schedules(sources.sources, jobs_by_name),
+        sensors=[*sensors, alert_on_run_failure, alert_on_check_failure],
+        resources={"io_manager": build_io_manager(warehouse_url)},
+        executor=build_executor(),
+    )
+
+
+defs = build_definitions()

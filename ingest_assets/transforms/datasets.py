@@ -1,0 +1,34 @@
+"""Each dataset's processing steps, named once so assets and replay use the same ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ingest_assets.transforms import products, weather
+
+
+@dataclass(frozen=True)
+class DatasetSteps:
+    clean: Callable[[pd.DataFrame], pd.DataFrame] | None
+    features: Callable[[pd.DataFrame], pd.DataFrame]
+    metrics: Callable[[pd.DataFrame], pd.DataFrame]
+    sort_by: tuple[str, ...]
+
+
+DATASETS: dict[str, DatasetSteps] = {
+    "products": DatasetSteps(
+        clean=products.normalize_products,
+        features=products.build_features,
+        metrics=products.build_metrics,
+        sort_by=("partition_date", "source", "product_id"),
+    ),
+    "weather": DatasetSteps(
+        clean=None,
+        features=weather.build_features,
+        metrics=weather.build_metrics,
+        sort_by=("partition_date", "city", "observed_at"),
+    ),
+}
