@@ -157,6 +157,24 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
+_TEMPLATE_REF = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def render_template(text: str, values: Mapping[str, Any]) -> str:
+    """Fill ``{name}`` references (``{date}``, ``{landing_dir}``, fan-out fields).
+
+    ``${ENV}`` references are left for ``resolve_env``; an unknown name is an error.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ConfigError(f"unknown template name {{{name}}} in {text!r}; known: {', '.join(sorted(values))}")
+        return str(values[name])
+
+    return _TEMPLATE_REF.sub(substitute, text)
+
+
 def sources_file_path() -> Path:
     return Path(os.environ.get("INGEST_SOURCES_FILE") or DEFAULT_SOURCES_FILE)
 

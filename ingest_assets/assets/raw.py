@@ -7,11 +7,11 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from ingest_assets.assets.common import daily_partitions, now_utc, partition_days, retry_policy
 from ingest_assets.config import SourceConfig
 from ingest_assets.connectors import FetchContext, FetchStats, collect, get_connector_class
 from ingest_assets.connectors.files import MissingFileError
 from ingest_assets.connectors.http import FetchError
-from ingest_assets.assets.common import daily_partitions, now_utc, partition_days, retry_policy
 from ingest_assets.transforms.raw import raw_frame
 
 PROGRESS_EVERY_S = 5.0

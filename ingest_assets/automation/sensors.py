@@ -10,7 +10,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from ingest_assets.assets.common import START_DATE
 from ingest_assets.automation.jobs import source_job_name
-from ingest_assets.config import SourceConfig, landing_dir, resolve_env
+from ingest_assets.config import SourceConfig, landing_dir, render_template, resolve_env
 
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
@@ -18,7 +18,7 @@ _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 def landed_files(source: SourceConfig) -> list[tuple[str, Path]]:
     """(partition key, path) for every landed file matching the source's path template."""
     template = resolve_env(str(source.options["path"]))
-    pattern = Path(template.format_map({"landing_dir": str(landing_dir()), "date": "*"}))
+    pattern = Path(render_template(template, {"landing_dir": str(landing_dir()), "date": "*"}))
     found = []
     for path in sorted(pattern.parent.glob(pattern.name)):
         match = _DATE.search(path.name)

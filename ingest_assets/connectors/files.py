@@ -16,6 +16,7 @@ from typing import Any
 from defusedxml import ElementTree as SafeET
 from pydantic import Field
 
+from ingest_assets.config import render_template
 from ingest_assets.connectors.base import Batch, Connector, ConnectorOptions, FetchContext
 from ingest_assets.connectors.registry import register
 
@@ -58,7 +59,7 @@ class FileConnector(Connector):
     options: FileOptions
 
     def file_path(self, ctx: FetchContext) -> Path:
-        return Path(self.resolved(self.options.path, ctx).format_map(ctx.template_values()))
+        return Path(render_template(self.resolved(self.options.path, ctx), ctx.template_values()))
 
     async def fetch(self, ctx: FetchContext) -> AsyncIterator[Batch]:
         path = self.file_path(ctx)

@@ -8,11 +8,12 @@ pages are fetched concurrently.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from urllib.parse import urljoin
 from typing import Annotated, Any, Literal
+from urllib.parse import urljoin
 
 from pydantic import Field, model_validator
 
+from ingest_assets.config import render_template
 from ingest_assets.connectors.base import Batch, Connector, ConnectorOptions, FetchContext
 from ingest_assets.connectors.http import FetchError, ResilientClient
 from ingest_assets.connectors.registry import register
@@ -86,10 +87,8 @@ def dig(document: Any, path: str | None) -> Any:
 
 
 def render(value: Any, values: dict[str, Any]) -> Any:
-    """Template ``{name}`` references in strings (``{{`` escapes a brace)."""
-    if isinstance(value, str):
-        return value.format_map(values)
-    return value
+    """Fill ``{name}`` references in strings; other values pass through."""
+    return render_template(value, values) if isinstance(value, str) else value
 
 
 def rows_from(body: Any, record_path: str | None, layout: str) -> list[dict[str, Any]]:

@@ -1,0 +1,52 @@
+# Everything a fresh machine needs, from python3 and make alone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+export INGEST_HOME ?= $(CURDIR)/.ingest
+export DAGSTER_HOME ?= $(INGEST_HOME)/dagster_home
+DEMO_PARTITION ?= 2024-06-01
+
+.PHONY: install demo test dev bench worker lint format dagster-home clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# DAGSTER_HOME holds the repo's dagster.yaml (PostgreSQL storage) only when DAGSTER_PG_URL is
+# set; otherwise Dagster's default SQLite storage in the same folder.
+dagster-home:
+	@mkdir -p "$(DAGSTER_HOME)"
+	@if [ -n "$$DAGSTER_PG_URL" ]; then cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"; \
+	else printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"; fi
+
+demo: install dagster-home
+	$(BIN)/python -m ingest_assets.demo --partition $(DEMO_PARTITION)
+
+test: install
+	$(BIN)/python -m pytest
+
+dev: install dagster-home
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+worker: install dagster-home
+	$(BIN)/dagster-celery worker start -A dagster_celery.app -y celery_worker.yaml
+
+lint: install
+	$(BIN)/ruff check ingest_assets ingest_assets_tests benchmarks
+	$(BIN)/ruff format --check ingest_assets ingest_assets_tests benchmarks
+
+format: install
+	$(BIN)/ruff format ingest_assets ingest_assets_tests benchmarks
+	$(BIN)/ruff check --fix ingest_assets ingest_assets_tests benchmarks
+
+clean:
+	rm -rf $(VENV) .ingest .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,45 @@
+"""Read-only questions about the warehouse, for the demo summary and tests."""
+
+from __future__ import annotations
+
+from ingest_assets.warehouse import duckdb_path, warehouse_kind
+from ingest_assets.warehouse.common import PARTITION_COLUMN, quote_ident
+
+TABLES_SQL = (
+    "SELECT table_schema, table_name FROM information_schema.tables "
+    "WHERE table_schema IN ('raw', 'quarantine', 'cleaned', 'features', 'metrics') "
+    "ORDER BY 1, 2"
+)
+
+
+def _query(url: str, sql: str, params: list | None = None) -> list[tuple]:
+    if warehouse_kind(url) == "duckdb":
+        from ingest_assets.warehouse.duckdb_io import connect
+
+        with connect(duckdb_path(url)) as con:
+            return con.execute(sql, params or []).fetchall()
+    import psycopg
+
+    from ingest_assets.warehouse.postgres_io import libpq_url
+
+    with psycopg.connect(libpq_url(url)) as con:
+        return con.execute(sql.replace("?", "%s"), params or []).fetchall()
+
+
+def partition_counts(url: str, partition: str) -> dict[str, int]:
+    """Rows of one partition in every warehouse table."""
+    counts = {}
+    for schema, table in _query(url, TABLES_SQL):
+        target = f"{quote_ident(schema)}.{quote_ident(table)}"
+        sql = f"SELECT count(*) FROM {target} WHERE {quote_ident(PARTITION_COLUMN)} = CAST(? AS DATE)"
+        counts[f"{schema}.{table}"] = _query(url, sql, [partition])[0][0]
+    return counts
+
+
+def quarantine_rows(url: str, partition: str) -> list[tuple[str, str]]:
+    """(source, errors JSON) of every quarantined record of a partition."""
+    sql = (
+        "SELECT source, CAST(errors AS TEXT) FROM quarantine.records "
+        f"WHERE {quote_ident(PARTITION_COLUMN)} = CAST(? AS DATE) ORDER BY source"
+    )
+    return [(s, e) for s, e in _query(url, sql, [partition])]
