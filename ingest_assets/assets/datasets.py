@@ -87,7 +87,7 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
         at = now_utc()
         parts, per_source = [], {}
         for name, raw in raws.items():
-            result = split_source(names[name], raw, context.run_id, at)
+            result = split_source(names[name], raw, context.run.run_id, at)
             parts.append(result.valid)
             per_source[names[name].name] = {"raw": len(raw), **result.counts}
         cleaned = _sorted(pd.concat(parts, ignore_index=True), steps.sort_by)
@@ -157,7 +157,7 @@ def build_quarantine_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefiniti
     )
     def quarantine_records(context: dg.AssetExecutionContext, **raws: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         at = now_utc()
-        parts = [split_source(names[n], raw, context.run_id, at).quarantined for n, raw in raws.items()]
+        parts = [split_source(names[n], raw, context.run.run_id, at).quarantined for n, raw in raws.items()]
         quarantined = pd.concat(parts, ignore_index=True)[QUARANTINE_COLUMNS]
         per_source: Mapping[str, int] = quarantined["source"].value_counts().to_dict()
         return dg.Output(

@@ -56,7 +56,7 @@ def fetch_partition(source: SourceConfig, context: dg.AssetExecutionContext) -> 
                 metadata={**stats.as_dict(), "partition_date": day.isoformat()},
             ) from None
         records = [record for batch in batches for record in batch]
-        frames.append(raw_frame(records, day, context.run_id, ingested_at))
+        frames.append(raw_frame(records, day, context.run.run_id, ingested_at))
         per_day[day.isoformat()] = {
             **stats.as_dict(),
             "records_fetched": len(records),

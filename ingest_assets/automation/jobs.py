@@ -4,7 +4,6 @@
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from ingest_assets.assets.common import daily_partitions
 from ingest_assets.config import SourceConfig
 
 PIPELINE_JOB = "ingest_pipeline"
@@ -20,7 +19,6 @@ def build_jobs(sources: tuple[SourceConfig, ...]) -> list[UnresolvedAssetJobDefi
         dg.define_asset_job(
             source_job_name(s),
             selection=dg.AssetSelection.assets(dg.AssetKey(["raw", s.name])),
-            partitions_def=daily_partitions,
             description=f"Fetch {s.name} for a day; cleaned/features/metrics follow automatically.",
             tags={"source": s.name},
         )
@@ -30,7 +28,6 @@ def build_jobs(sources: tuple[SourceConfig, ...]) -> list[UnresolvedAssetJobDefi
         dg.define_asset_job(
             PIPELINE_JOB,
             selection=dg.AssetSelection.all(),
-            partitions_def=daily_partitions,
             description="Every source and every table for a day (or a backfill range).",
         )
     )

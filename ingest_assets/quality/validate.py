@@ -168,8 +168,11 @@ def split_records(
     if clean is not None and not frame.empty:
         frame = clean(frame)
 
+    uncoercible_rows = {i for i, _ in coerced_bad}
     for i, column, check, message in schema_failures(frame, schema):
-        if (i, column) not in coerced_bad:
+        # A value that could not be coerced is already reported; its null would only echo it.
+        echo = (i, column) in coerced_bad or (column is None and i in uncoercible_rows)
+        if not echo:
             errors[i].append({"column": column, "check": check, "message": message})
 
     ok = np.array([not e for e in errors], dtype=bool)
@@ -209,12 +212,17 @@ def schema_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> list[tup
         cases = exc.failure_cases
     else:
         return []
-    failures = []
+    failures, seen = [], set()
     for case in cases.itertuples(index=False):
         if pd.isna(case.index):
             continue
-        column = None if pd.isna(case.column) or case.column == row_schema.name else str(case.column)
+        # A frame-wide check reports each failing row once per column: report it once, unnamed.
+        frame_wide = case.schema_context == "DataFrameSchema" or pd.isna(case.column)
+        column = None if frame_wide else str(case.column)
         check = str(case.check)
+        if (int(case.index), column, check) in seen:
+            continue
+        seen.add((int(case.index), column, check))
         if check == "not_nullable":
             message = "a value is required"
         else:

@@ -27,7 +27,8 @@ def rating_bucket(rating: pd.Series) -> pd.Series:
 
 @step
 def add_final_price(df: pd.DataFrame) -> pd.DataFrame:
-    return df.assign(final_price=(df["price"] * (1 - df["discount_pct"] / 100)).round(2))
+    price, discount = df["price"].astype(float), df["discount_pct"].astype(float)
+    return df.assign(final_price=(price * (1 - discount / 100)).round(2))
 
 
 @step

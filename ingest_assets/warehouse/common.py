@@ -122,6 +122,9 @@ def normalize_loaded(df: pd.DataFrame) -> pd.DataFrame:
             out[column] = out[column].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
         elif ptypes.is_datetime64_dtype(dtype):
             out[column] = out[column].astype("datetime64[ns]")
+        elif ptypes.is_integer_dtype(dtype) and not ptypes.is_bool_dtype(dtype):
+            # Whole numbers are nullable everywhere in this project (Pandera models use Int64).
+            out[column] = out[column].astype("Int64")
     if PARTITION_COLUMN in out.columns and not ptypes.is_datetime64_dtype(out[PARTITION_COLUMN]):
         out[PARTITION_COLUMN] = pd.to_datetime(out[PARTITION_COLUMN])
     return out
