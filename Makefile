@@ -37,8 +37,13 @@ dev: install dagster-home
 bench: install
 	$(BIN)/python benchmarks/run.py
 
+# The worker needs the same broker as the runs (INGEST_CELERY_BROKER) and the same
+# DAGSTER_HOME / INGEST_* environment as `make dev`.
 worker: install dagster-home
-	$(BIN)/dagster-celery worker start -A dagster_celery.app -y celery_worker.yaml
+	@printf 'execution:\n  config:\n    broker: "%s"\n    backend: "%s"\n' \
+		"$${INGEST_CELERY_BROKER:-redis://127.0.0.1:6379/0}" "$${INGEST_CELERY_BROKER:-redis://127.0.0.1:6379/0}" \
+		> "$(INGEST_HOME)/celery_worker.yaml"
+	$(BIN)/dagster-celery worker start -A dagster_celery.app -y "$(INGEST_HOME)/celery_worker.yaml"
 
 lint: install
 	$(BIN)/ruff check ingest_assets ingest_assets_tests benchmarks
