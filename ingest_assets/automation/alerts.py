@@ -11,6 +11,8 @@ from typing import Any
 import dagster as dg
 import httpx
 
+import ingest_assets.connectors.http  # noqa: F401 - quiets httpx's URL logging (tokens in queries)
+
 WEBHOOK_ENV = "INGEST_ALERT_WEBHOOK_URL"
 
 
@@ -51,7 +53,8 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
 def alert_on_check_failure(context: dg.SensorEvaluationContext) -> dg.SkipReason | None:
     """Watch the event log for failed asset check evaluations since the last tick."""
     cursor = int(context.cursor) if context.cursor else None
-    records = context.instance.get_event_records(
+    # No fetch_* API covers check evaluations yet; the event log storage's query is the stable one.
+    records = context.instance.event_log_storage.get_event_records(
         dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=cursor),
         limit=200,
         ascending=True,

@@ -21,6 +21,10 @@ import httpx
 from ingest_assets.config import HttpSettings
 from ingest_assets.connectors.base import FetchStats
 
+# httpx logs every request URL at INFO, query string included: API keys in a query would reach
+# the logs. Our own messages name URLs through ``safe_url`` instead.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
 P = ParamSpec("P")
 T = TypeVar("T")
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}

@@ -1,0 +1,133 @@
+"""Schedules, landing sensors, alerts and executor selection."""
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ingest_assets.automation.alerts import send_alert
+from ingest_assets.automation.schedules import previous_day
+from ingest_assets.config import DEFAULT_LANDING_DIR
+from ingest_assets.definitions import build_definitions
+from ingest_assets.executors import build_executor, executor_name
+from ingest_assets_tests.conftest import QUIET
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+    status = 200
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Webhook]]:
+    _Webhook.received = []
+    _Webhook.status = 200
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("INGEST_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/hook?token=sekrit-token")
+    yield _Webhook
+    server.shutdown()
+
+
+def test_schedules_fetch_the_previous_utc_day() -> None:
+    assert previous_day(dt.datetime(2024, 6, 2, 0, 15, tzinfo=dt.UTC)) == "2024-06-01"
+    defs = build_definitions()
+    schedule = defs.resolve_schedule_def("dummyjson_products_daily")
+    when = dt.datetime(2024, 6, 2, 0, 15, tzinfo=dt.UTC)
+    with dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def()) as context:
+        request = schedule.evaluate_tick(context).run_requests[0]
+    assert request.partition_key == "2024-06-01"
+    assert schedule.job_name == "ingest_dummyjson_products"
+    assert {s.name for s in defs.schedules} == {"dummyjson_products_daily", "open_meteo_weather_daily"}
+
+
+def test_landing_sensor_requests_a_run_per_landed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    landing = tmp_path / "landing"
+    shutil.copytree(DEFAULT_LANDING_DIR, landing)
+    (landing / "partner_feed" / "notes.txt").write_text("not a feed")
+    monkeypatch.setenv("INGEST_LANDING_DIR", str(landing))
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def("partner_feed_landing")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        first = sensor.evaluate_tick(context).run_requests
+        assert sorted(r.partition_key for r in first) == ["2024-06-01", "2024-06-02"]
+        assert {r.job_name for r in first} <= {None, "ingest_partner_feed"}
+        # the same files give the same run keys (Dagster drops repeats); a changed file a new one
+        again = sensor.evaluate_tick(context).run_requests
+        assert [r.run_key for r in again] == [r.run_key for r in first]
+        changed = landing / "partner_feed" / "2024-06-02.csv"
+        changed.write_text(changed.read_text() + "PRT-0999,New,tools,Acme,1.0,0,4,1\n")
+        os.utime(changed, ns=(1, 2_000_000_000_000_000_000))
+        third = {r.partition_key: r.run_key for r in sensor.evaluate_tick(context).run_requests}
+        assert third["2024-06-02"] != {r.partition_key: r.run_key for r in first}["2024-06-02"]
+
+
+def test_alerts_are_posted_without_leaking_the_webhook_token(webhook: type[_Webhook], caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("alerts-test")
+    with caplog.at_level(logging.INFO):
+        assert send_alert({"kind": "run_failure", "summary": "run 1 failed"}, log)
+    assert webhook.received == [{"kind": "run_failure", "summary": "run 1 failed"}]
+    webhook.status = 500
+    with caplog.at_level(logging.INFO):
+        assert not send_alert({"kind": "check_failure", "summary": "x"}, log)
+    assert "HTTP 500" in caplog.text and "sekrit-token" not in caplog.text
+
+
+def test_without_a_webhook_alerts_are_only_logged(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("INGEST_ALERT_WEBHOOK_URL", raising=False)
+    with caplog.at_level(logging.WARNING):
+        assert not send_alert({"kind": "run_failure", "summary": "boom"}, logging.getLogger("alerts-test"))
+    assert "alert: run_failure: boom" in caplog.text
+
+
+def test_failed_checks_are_alerted(webhook: type[_Webhook], ingest_env: Path) -> None:
+    @dg.asset(key=["cleaned", "demo"])
+    def demo() -> int:
+        return 1
+
+    @dg.asset_check(asset=demo)
+    def always_fails() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, metadata={"failures": 3})
+
+    from ingest_assets.automation.alerts import alert_on_check_failure
+
+    with dg.instance_for_test() as instance:
+        dg.materialize([demo], instance=instance, selection=[demo], resources={"io_manager": dg.mem_io_manager})
+        defs = dg.Definitions(assets=[demo], asset_checks=[always_fails], resources={"io_manager": dg.mem_io_manager})
+        defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
+        context = dg.build_sensor_context(instance=instance)
+        alert_on_check_failure.evaluate_tick(context)
+    assert [a["kind"] for a in webhook.received] == ["check_failure"]
+    assert webhook.received[0]["asset"] == "cleaned/demo" and webhook.received[0]["check"] == "always_fails"
+
+
+def test_executor_follows_the_warehouse_and_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INGEST_EXECUTOR", raising=False)
+    monkeypatch.setenv("INGEST_WAREHOUSE_URL", "duckdb:///w.duckdb")
+    assert executor_name() == "in_process"
+    monkeypatch.setenv("INGEST_WAREHOUSE_URL", "postgresql://u@127.0.0.1:5432/d")
+    assert executor_name() == "multiprocess"
+    monkeypatch.setenv("INGEST_EXECUTOR", "celery")
+    assert build_executor().name == "celery"
+    monkeypatch.setenv("INGEST_EXECUTOR", "threads")
+    with pytest.raises(ValueError, match="INGEST_EXECUTOR must be one of"):
+        executor_name()
