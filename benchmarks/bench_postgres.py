@@ -131,7 +131,18 @@ def clone_table(url: str, name: str) -> None:
 def psql_copy(url: str, csv_path: Path, table: str, replace: bool) -> None:
     """``psql \\copy`` of the CSV file; with ``replace``, after deleting the partition, in one
     transaction (what the IO manager does when a partition is re-materialized)."""
-    command = ["psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-c", "BEGIN"]
+    # The CSV holds timestamptz values as UTC wall-clock time, as the IO manager sends them.
+    command = [
+        "psql",
+        url,
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "SET TIME ZONE 'UTC'",
+        "-c",
+        "BEGIN",
+    ]
     if replace:
         command += ["-c", f"DELETE FROM bench.{table} WHERE partition_date = '{PARTITION}'"]
     command += ["-c", f"\\copy bench.{table} FROM '{csv_path}' WITH (FORMAT csv)", "-c", "COMMIT"]

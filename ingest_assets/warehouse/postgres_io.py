@@ -231,16 +231,25 @@ def _arrow_column(series: pd.Series, pg_type: str) -> pa.Array:
         # microseconds, so nanoseconds are truncated here rather than rounded by the server.
         array = array.cast(pa.timestamp(array.type.unit, tz=wanted.tz))
     try:
-        return array.cast(wanted, safe=False)
+        array = array.cast(wanted, safe=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         if pg_type != "date":
             raise
         # e.g. a partition_date given as Python datetimes or unusual strings
         return pa.array(pd.to_datetime(series).dt.date, type=wanted, from_pandas=True)
+    if pg_type == "timestamp with time zone":
+        # Written as UTC wall-clock time, which the UTC session (see connect) reads as the same
+        # instant: Arrow formats zone-aware timestamps about five times slower, and that alone
+        # was half the CSV time of a products partition.
+        array = array.view(pa.timestamp("us"))
+    return array
 
 
 def to_arrow(df: pd.DataFrame, types: dict[str, str]) -> pa.Table:
-    """The frame as Arrow, each column shaped for the PostgreSQL type in ``types``."""
+    """The frame as Arrow, each column shaped for the PostgreSQL type in ``types``.
+
+    Its CSV is meant for a session whose ``TimeZone`` is UTC (timestamptz values carry no offset).
+    """
     return pa.table({c: _arrow_column(df[c], types[c]) for c in df.columns})
 
 
@@ -264,16 +273,27 @@ class _CopySink:
         pass
 
 
-def _copy_into(conn: psycopg.Connection, target: str, data: pa.Table) -> None:
-    names = ", ".join(quote_ident(c) for c in data.column_names)
+def _copy_into(
+    conn: psycopg.Connection, target: str, df: pd.DataFrame, types: dict[str, str]
+) -> None:
+    """Stream ``df`` into ``target`` by ``COPY``, converting it slice by slice as it goes, so
+    the conversion to Arrow overlaps the server's work too."""
+    names = ", ".join(quote_ident(str(c)) for c in df.columns)
+    slices = (
+        to_arrow(df.iloc[start : start + _CSV_BATCH_ROWS], types)
+        for start in range(0, len(df), _CSV_BATCH_ROWS)
+    )
+    first = next(slices)
     options = pacsv.WriteOptions(include_header=False)
     with (
         conn.cursor() as cur,
         cur.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT csv)") as copy,
-        pacsv.CSVWriter(_CopySink(copy), data.schema, write_options=options) as writer,
+        pacsv.CSVWriter(_CopySink(copy), first.schema, write_options=options) as writer,
     ):
-        for batch in data.to_batches(max_chunksize=_CSV_BATCH_ROWS):
-            writer.write_batch(batch)
+        writer.write_table(first)
+        for part in slices:
+            # A slice of only NULLs may come out with another Arrow type; the text is the same.
+            writer.write_table(part if part.schema == first.schema else part.cast(first.schema))
 
 
 def _lock_rows(conn: psycopg.Connection, table: TableRef, bounds: tuple | None) -> None:
@@ -311,13 +331,13 @@ def write_frame(
     types = {c: PG_TYPES[t] for c, t in logical_types(df, list(json_columns)).items()}
     existing = _ensure_table(conn, table, df, types, list(primary_key), bounds is not None)
     # Convert to what the table holds, so e.g. a bigint into a text column arrives as text.
-    data = to_arrow(df, {c: existing[c] for c in df.columns}) if not df.empty else None
+    types = {c: existing[c] for c in df.columns}
     target = _target(table)
     with conn.transaction():
         _lock_rows(conn, table, bounds)
         if bounds is None and primary_key:
-            if data is not None:
-                _upsert(conn, table, data, list(primary_key))
+            if not df.empty:
+                _upsert(conn, table, df, types, list(primary_key))
             return
         if bounds is None:
             conn.execute(f"DELETE FROM {target}")
@@ -327,20 +347,25 @@ def write_frame(
                 f"AND {quote_ident(PARTITION_COLUMN)} < %s",
                 list(bounds),
             )
-        if data is not None:
-            _copy_into(conn, target, data)
+        if not df.empty:
+            _copy_into(conn, target, df, types)
 
 
-def _upsert(conn: psycopg.Connection, table: TableRef, data: pa.Table, key: list[str]) -> None:
-    names = ", ".join(quote_ident(c) for c in data.column_names)
+def _upsert(
+    conn: psycopg.Connection,
+    table: TableRef,
+    df: pd.DataFrame,
+    types: dict[str, str],
+    key: list[str],
+) -> None:
+    columns = [str(c) for c in df.columns]
+    names = ", ".join(quote_ident(c) for c in columns)
     conn.execute(
         f"CREATE TEMP TABLE _ingest_stage ON COMMIT DROP AS "
         f"SELECT {names} FROM {_target(table)} WITH NO DATA"
     )
-    _copy_into(conn, "_ingest_stage", data)
-    updates = [
-        f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in data.column_names if c not in key
-    ]
+    _copy_into(conn, "_ingest_stage", df, types)
+    updates = [f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c not in key]
     action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
     try:
         conn.execute(
