@@ -1,7 +1,14 @@
 """Pandera models for every table of DESIGN.md: the one place the rules are declared.
 
-The record-level split into valid rows and quarantine rows (``quality.validate``) and the asset
-checks both derive from these models. No dagster here.
+Everything that judges data reads these models, nothing restates a rule:
+
+- the record-level split (``quality.validate.split_records``) coerces each field to the cleaned
+  model's declared dtype, runs the model's field and frame checks (ranges, nullability, allowed
+  values, trimming, lower case) and takes the duplicate key from the model's ``unique``;
+- the asset checks (``assets.checks``) validate every table with its model, ``lazy=True``;
+- schema drift (``quality.drift``) takes a source's required fields from the cleaned model.
+
+No dagster here.
 """
 
 from __future__ import annotations
@@ -103,6 +110,9 @@ class MetricsProducts(PartitionedModel):
 
 
 class CleanedWeather(PartitionedModel):
+    # Not in DESIGN's column list (more columns are allowed): it lets raw = valid + quarantined
+    # be checked per source when several sources feed the weather.
+    source: Series[str] = pa.Field(str_length={"min_value": 1})
     city: Series[str] = pa.Field(str_length={"min_value": 1})
     latitude: Series[float] = pa.Field(ge=-90, le=90)
     longitude: Series[float] = pa.Field(ge=-180, le=180)
@@ -171,11 +181,33 @@ class QuarantineRecords(PartitionedModel):
     quarantined_at: Series[UtcTimestamp]
 
 
+class QuarantineHistory(PartitionedModel):
+    """Every record that has been quarantined, and whether a replay released it."""
+
+    source: Series[str]
+    dataset: Series[str]
+    record: Series[str]
+    errors: Series[str]
+    status: Series[str] = pa.Field(isin=["quarantined", "replayed", "superseded"])
+    quarantined_run_id: Series[str]
+    quarantined_at: Series[UtcTimestamp]
+    replay_run_id: Series[str] = pa.Field(nullable=True)
+    replayed_at: Series[UtcTimestamp] = pa.Field(nullable=True)
+
+    @pa.dataframe_check(name="replay_marked")
+    def replay_marked(cls, df: pd.DataFrame) -> Series[bool]:
+        """A record out of quarantine says by which run and when; one still in it does not."""
+        out = df["status"] != "quarantined"
+        return (out == df["replay_run_id"].notna()) & (out == df["replayed_at"].notna())
+
+
 CLEANED_MODELS: dict[str, type[PartitionedModel]] = {
     "products": CleanedProducts,
     "weather": CleanedWeather,
 }
+# The key a record must not repeat within its source and partition (else: ``duplicate``),
+# read from the cleaned model's ``unique``.
 DATASET_KEYS: dict[str, list[str]] = {
-    "products": ["source", "product_id"],
-    "weather": ["city", "observed_at"],
+    dataset: [c for c in model.to_schema().unique if c != "partition_date"]
+    for dataset, model in CLEANED_MODELS.items()
 }

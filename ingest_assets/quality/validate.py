@@ -2,9 +2,10 @@
 
 The rules come from the Pandera models in ``quality.schemas``: each field is coerced to the
 model's declared type (strictly: ``5.0`` is a whole number, ``5.5`` is not), the dataset's
-cleaning step runs, the model's checks run lazily, and the dataset key is enforced (a repeat
-of an earlier valid record's key is quarantined as ``duplicate``). Nothing is dropped:
-``len(valid) + len(quarantined) == len(raw)``. No dagster here.
+cleaning step runs, the model's checks run lazily, and the model's ``unique`` key is enforced
+within each partition (a repeat of an earlier valid record's key is quarantined as
+``duplicate``). Nothing is dropped: ``len(valid) + len(quarantined) == len(raw)``. No dagster
+here.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def to_text(value: Any) -> str | None:
 def to_float(value: Any) -> float | None:
     if _is_missing(value):
         return None
-    if isinstance(value, bool) or isinstance(value, dict | list):
+    if isinstance(value, bool | dict | list):
         raise CoercionError(f"expected a number, got {value!r}")
     if isinstance(value, str):
         value = value.strip()
@@ -177,7 +178,8 @@ def split_records(
 
     ok = np.array([not e for e in errors], dtype=bool)
     key = DATASET_KEYS[dataset]
-    repeated = frame[ok].duplicated(subset=key, keep="first")
+    # A backfill splits several days at once; a key repeats only within its own partition.
+    repeated = frame[ok].duplicated(subset=["partition_date", *key], keep="first")
     for i in repeated[repeated].index:
         values = ", ".join(f"{k}={frame.at[i, k]}" for k in key)
         errors[i].append({"column": ",".join(key), "check": "duplicate", "message": f"repeats the key of an earlier valid record ({values})"})
