@@ -21,6 +21,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SOURCES_FILE = PACKAGE_DIR / "sources.yaml"
 DEFAULT_LANDING_DIR = PACKAGE_DIR / "sample_landing"
 DATASETS = ("products", "weather")
+FieldType = Literal["string", "integer", "number", "boolean", "object", "array", "any"]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -79,6 +80,11 @@ class SourceConfig(BaseModel):
     schedule: str | None = None
     sensor: bool = False
     owners: list[str] = Field(default_factory=list)
+    # The fields a record is expected to carry, as they arrive (before mapping); drift is
+    # measured against them. Unset: only the mapped fields are expected, extra ones are fine.
+    fields: dict[str, FieldType] | None = None
+    # raw/<name> not materialized for this long: its freshness warns (fails at twice as long).
+    freshness_warn_hours: float = Field(26.0, ge=1)
 
     @field_validator("name")
     @classmethod
