@@ -6,10 +6,11 @@ import warnings
 
 import dagster as dg
 
-from ingest_assets.assets.checks import build_schema_checks
+from ingest_assets.assets.checks import build_quality_checks
 from ingest_assets.assets.datasets import build_dataset_assets, build_quarantine_asset
 from ingest_assets.assets.ingestion import build_ingestion_metrics_asset
 from ingest_assets.assets.raw import build_raw_asset
+from ingest_assets.assets.replay import build_history_asset, build_replay_job
 from ingest_assets.automation.alerts import alert_on_check_failure, alert_on_run_failure
 from ingest_assets.automation.jobs import build_jobs, source_job_name
 from ingest_assets.automation.schedules import build_schedules
@@ -34,6 +35,7 @@ def build_definitions(sources: SourcesFile | None = None, warehouse_url: str | N
             assets += build_dataset_assets(dataset, feeding)
     assets.append(build_quarantine_asset(sources.sources))
     assets.append(build_ingestion_metrics_asset(sources.sources))
+    assets.append(build_history_asset(sources.sources))
 
     jobs = build_jobs(sources.sources)
     jobs_by_name = {job.name: job for job in jobs}
@@ -42,8 +44,8 @@ def build_definitions(sources: SourcesFile | None = None, warehouse_url: str | N
     ]
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_schema_checks({key for a in assets for key in a.keys}),
-        jobs=jobs,
+        asset_checks=build_quality_checks(sources.sources, {key for a in assets for key in a.keys}),
+        jobs=[*jobs, build_replay_job(sources.sources)],
         schedules=build_schedules(sources.sources, jobs_by_name),
         sensors=[*sensors, alert_on_run_failure, alert_on_check_failure],
         resources={"io_manager": build_io_manager(warehouse_url)},

@@ -1,82 +1,455 @@
-"""Pandera schemas as partition-aware asset checks (the pudl pattern: schema → check factory)."""
+"""Asset checks: every table of DESIGN.md is checked, every check is partition-aware.
 
+| asset | check | severity |
+| --- | --- | --- |
+| ``cleaned/<dataset>`` | ``pandera_schema``: the cleaned Pandera model | ERROR, **blocking** |
+| ``features/*``, ``metrics/*`` | ``pandera_schema`` | ERROR, not blocking |
+| ``quarantine/records`` | ``pandera_schema``; ``conservation_<source>``: raw = valid + quarantined | ERROR |
+| ``quarantine/records`` | ``quarantine_rate_<source>``: more than half of a day's records quarantined | WARN |
+| ``quarantine/history`` | ``pandera_schema`` | ERROR |
+| ``raw/<source>`` | ``schema_drift``: new, missing or retyped fields (``quality.drift``) | WARN |
+| ``raw/<source>`` | ``row_count_anomaly``: fewer than half the rows of the trailing days' median | WARN |
 
-import warnings
+Freshness of ``raw/<source>`` is a ``FreshnessPolicy`` on the asset (``freshness_policy``): it
+warns after ``freshness_warn_hours`` (sources.yaml) without a new materialization.
+
+Schema checks validate ``lazy=True`` and put the failure count per ``column: check``, the failing
+rows and a sample of failure cases (with the rows' keys) into the check's metadata (the pudl
+pattern: schema → check factory). A failing blocking check stops everything downstream of
+``cleaned/`` in the same run; the other checks only report.
+"""
+
+import datetime as dt
+import json
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 
-from ingest_assets.assets.common import daily_partitions
+from ingest_assets.assets.common import daily_partitions, partition_days
+from ingest_assets.assets.datasets import top_reasons
+from ingest_assets.assets.ingestion import latest_fetch_stats
+from ingest_assets.config import SourceConfig
 from ingest_assets.quality import schemas
+from ingest_assets.quality.drift import records_by_day, source_drift
 
 SAMPLE_ROWS = 10
+QUARANTINE_KEY = dg.AssetKey(["quarantine", "records"])
+# A day with more than this share of its records quarantined is worth a look.
+MAX_QUARANTINE_SHARE = 0.5
+# A day with fewer rows than this share of the trailing days' median is an anomaly.
+MIN_ROW_COUNT_RATIO = 0.5
+TRAILING_DAYS = 7
 
 
-def failure_summary(failure_cases: pd.DataFrame) -> tuple[dict[str, int], str]:
-    """Counts per ``column: check`` and a markdown sample of the failing values."""
+def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")[:120]
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _row_keys(df: pd.DataFrame, key: Sequence[str], index: Any) -> str:
+    if pd.isna(index) or int(index) not in df.index:
+        return "(whole frame)"
+    row = df.loc[int(index)]
+    return ", ".join(f"{k}={row[k]}" for k in key) if key else str(index)
+
+
+def failure_summary(
+    failure_cases: pd.DataFrame, df: pd.DataFrame, key: Sequence[str] = ()
+) -> tuple[dict[str, int], int, str]:
+    """Counts per ``column: check``, the number of failing rows, a markdown sample of cases."""
+    # A frame-wide check reports each failing row once per column: count it once per row.
+    frame_wide = (failure_cases["schema_context"] == "DataFrameSchema") | failure_cases[
+        "column"
+    ].isna()
     cases = failure_cases.assign(
-        column=failure_cases["column"].fillna("(frame)").astype(str),
+        column=failure_cases["column"].astype(str).where(~frame_wide, "(frame)"),
         check=failure_cases["check"].astype(str),
     )
+    cases = cases[~(frame_wide & cases.duplicated(["column", "check", "index"]))]
     counts = cases.groupby(["column", "check"]).size().sort_values(ascending=False)
     by_check = {f"{column}: {check}": int(n) for (column, check), n in counts.items()}
-    sample = cases.head(SAMPLE_ROWS)[["column", "check", "failure_case", "index"]]
-    lines = ["| column | check | value | row |", "|---|---|---|---|"]
-    lines += [f"| {r.column} | {r.check} | {r.failure_case} | {r.index} |" for r in sample.itertuples()]
-    return by_check, "\n".join(lines)
+    failing_rows = int(cases["index"].dropna().nunique())
+    key = [k for k in key if k in df.columns]
+    sample = _markdown_table(
+        ["column", "check", "value", "row"],
+        (
+            (r.column, r.check, r.failure_case, _row_keys(df, key, r.index))
+            for r in cases.head(SAMPLE_ROWS).itertuples()
+        ),
+    )
+    return by_check, failing_rows, sample
 
 
 def validate_frame(model: type[pa.DataFrameModel], df: pd.DataFrame) -> dg.AssetCheckResult:
     """Run a Pandera model lazily over a frame; failures become metadata, never exceptions."""
+    key = list(model.to_schema().unique or [])
+    df = df.reset_index(drop=True)
     try:
         model.validate(df, lazy=True)
     except pandera.errors.SchemaErrors as exc:
-        by_check, sample = failure_summary(exc.failure_cases)
+        by_check, failing_rows, sample = failure_summary(exc.failure_cases, df, key)
         return dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{failing_rows} of {len(df)} rows break {model.__name__}: "
+            + ", ".join(list(by_check)[:5]),
             metadata={
                 "rows_checked": len(df),
+                "failing_rows": failing_rows,
                 "failures": sum(by_check.values()),
                 "failures_by_check": dg.MetadataValue.json(by_check),
                 "sample": dg.MetadataValue.md(sample),
             },
         )
-    return dg.AssetCheckResult(passed=True, metadata={"rows_checked": len(df), "failures": 0})
+    return dg.AssetCheckResult(
+        passed=True,
+        description=f"{len(df)} rows satisfy {model.__name__}",
+        metadata={"rows_checked": len(df), "failing_rows": 0, "failures": 0},
+    )
 
 
-def schema_check(key: list[str], model: type[pa.DataFrameModel], blocking: bool) -> dg.AssetChecksDefinition:
-    """One blocking-or-not check named ``<model>_schema`` validating the asset's partition."""
-    asset_key = dg.AssetKey(key)
-    with warnings.catch_warnings():
-        # Partitioned asset checks are a preview API in Dagster 1.13; they are what we need.
-        warnings.simplefilter("ignore", dg.PreviewWarning)
+def model_rules(model: type[pa.DataFrameModel]) -> dict[str, Any]:
+    """The rules of a model in words, shown with the check definition in the UI."""
+    schema = model.to_schema()
+    rules: dict[str, Any] = {}
+    for name, column in schema.columns.items():
+        parts = [str(column.dtype), "nullable" if column.nullable else "required"]
+        parts += [check.error or check.name for check in column.checks]
+        rules[name] = ", ".join(parts)
+    if schema.checks:
+        rules["(rows)"] = ", ".join(check.name for check in schema.checks)
+    if schema.unique:
+        rules["(unique)"] = ", ".join(schema.unique)
+    return rules
 
-        @dg.asset_check(
-            asset=asset_key,
-            name="pandera_schema",
-            description=f"Every row of {'/'.join(key)} satisfies the Pandera model {model.__name__}.",
-            blocking=blocking,
-            partitions_def=daily_partitions,
-        )
-        def _check(context: dg.AssetCheckExecutionContext, frame: pd.DataFrame) -> dg.AssetCheckResult:
-            return validate_frame(model, frame)
+
+def schema_check(
+    key: Sequence[str], model: type[pa.DataFrameModel], blocking: bool
+) -> dg.AssetChecksDefinition:
+    """One check named ``pandera_schema`` validating the asset's partition (or range) with a model."""
+
+    @dg.asset_check(
+        asset=dg.AssetKey(list(key)),
+        name="pandera_schema",
+        description=(
+            f"Every row of {'/'.join(key)} satisfies the Pandera model {model.__name__}"
+            + (
+                " (blocking: a failure stops everything downstream in the run)."
+                if blocking
+                else "."
+            )
+        ),
+        blocking=blocking,
+        partitions_def=daily_partitions,
+        metadata={"model": model.__name__, "rules": dg.MetadataValue.json(model_rules(model))},
+    )
+    def _check(frame: pd.DataFrame) -> dg.AssetCheckResult:
+        return validate_frame(model, frame)
 
     return _check
 
 
-SCHEMA_CHECKS: list[tuple[list[str], type[pa.DataFrameModel], bool]] = [
-    (["cleaned", "products"], schemas.CleanedProducts, True),
-    (["features", "products"], schemas.FeaturesProducts, False),
-    (["metrics", "products"], schemas.MetricsProducts, False),
-    (["cleaned", "weather"], schemas.CleanedWeather, True),
-    (["features", "weather"], schemas.FeaturesWeather, False),
-    (["metrics", "weather"], schemas.MetricsWeather, False),
-    (["metrics", "ingestion"], schemas.MetricsIngestion, False),
-]
+def schema_checks(asset_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
+    """``pandera_schema`` on every asset that has a model; blocking on ``cleaned/``."""
+    specs: list[tuple[list[str], type[pa.DataFrameModel], bool]] = [
+        (["features", "products"], schemas.FeaturesProducts, False),
+        (["metrics", "products"], schemas.MetricsProducts, False),
+        (["features", "weather"], schemas.FeaturesWeather, False),
+        (["metrics", "weather"], schemas.MetricsWeather, False),
+        (["metrics", "ingestion"], schemas.MetricsIngestion, False),
+        (["quarantine", "records"], schemas.QuarantineRecords, False),
+        (["quarantine", "history"], schemas.QuarantineHistory, False),
+    ]
+    specs += [
+        (["cleaned", dataset], model, True) for dataset, model in schemas.CLEANED_MODELS.items()
+    ]
+    return [
+        schema_check(key, model, blocking)
+        for key, model, blocking in specs
+        if dg.AssetKey(key) in asset_keys
+    ]
 
 
-def build_schema_checks(asset_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
-    return [schema_check(key, model, blocking) for key, model, blocking in SCHEMA_CHECKS if dg.AssetKey(key) in asset_keys]
+def _per_day(
+    frame: pd.DataFrame, days: Sequence[pd.Timestamp], source: str | None = None
+) -> list[int]:
+    if source is not None:
+        frame = frame[frame["source"] == source]
+    counts = pd.to_datetime(frame["partition_date"]).value_counts()
+    return [int(counts.get(day, 0)) for day in days]
+
+
+def _days(context: dg.AssetCheckExecutionContext) -> list[pd.Timestamp]:
+    return [pd.Timestamp(day) for day in partition_days(context)]
+
+
+def conservation_check(source: SourceConfig) -> dg.AssetChecksDefinition:
+    """raw = valid + quarantined for one source, per partition date."""
+
+    @dg.asset_check(
+        asset=QUARANTINE_KEY,
+        name=f"conservation_{source.name}",
+        description=(
+            f"Nothing of {source.name} is lost or doubled: each day, its raw records = its rows in "
+            f"cleaned/{source.dataset} + its rows in quarantine/records."
+        ),
+        partitions_def=daily_partitions,
+        additional_ins={
+            "raw": dg.AssetIn(key=["raw", source.name], metadata={"columns": ["partition_date"]}),
+            "cleaned": dg.AssetIn(
+                key=["cleaned", source.dataset], metadata={"columns": ["partition_date", "source"]}
+            ),
+        },
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext,
+        quarantined: pd.DataFrame,
+        raw: pd.DataFrame,
+        cleaned: pd.DataFrame,
+    ) -> dg.AssetCheckResult:
+        days = _days(context)
+        counts = {
+            day.date().isoformat(): {"raw": r, "valid": v, "quarantined": q}
+            for day, r, v, q in zip(
+                days,
+                _per_day(raw, days),
+                _per_day(cleaned, days, source.name),
+                _per_day(quarantined, days, source.name),
+                strict=True,
+            )
+        }
+        broken = {day: c for day, c in counts.items() if c["raw"] != c["valid"] + c["quarantined"]}
+        totals = {k: sum(c[k] for c in counts.values()) for k in ("raw", "valid", "quarantined")}
+        description = (
+            f"{source.name}: {totals['raw']} raw = {totals['valid']} valid + {totals['quarantined']} quarantined"
+            if not broken
+            else f"{source.name}: records lost or doubled on {', '.join(broken)}: "
+            + "; ".join(
+                f"{c['raw']} raw ≠ {c['valid']} valid + {c['quarantined']} quarantined"
+                for c in broken.values()
+            )
+        )
+        return dg.AssetCheckResult(
+            passed=not broken,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=description,
+            metadata={**totals, "per_day": dg.MetadataValue.json(counts)},
+        )
+
+    return _check
+
+
+def quarantine_rate_check(source: SourceConfig) -> dg.AssetChecksDefinition:
+    """Warn when most of a day's records of one source were quarantined, and say why."""
+
+    @dg.asset_check(
+        asset=QUARANTINE_KEY,
+        name=f"quarantine_rate_{source.name}",
+        description=(
+            f"At most {MAX_QUARANTINE_SHARE:.0%} of a day's {source.name} records are quarantined; "
+            "the metadata lists the most frequent reasons."
+        ),
+        partitions_def=daily_partitions,
+        additional_ins={
+            "raw": dg.AssetIn(key=["raw", source.name], metadata={"columns": ["partition_date"]})
+        },
+    )
+    def _check(
+        context: dg.AssetCheckExecutionContext, quarantined: pd.DataFrame, raw: pd.DataFrame
+    ) -> dg.AssetCheckResult:
+        days = _days(context)
+        mine = quarantined[quarantined["source"] == source.name]
+        rates = {}
+        for day, total, bad in zip(days, _per_day(raw, days), _per_day(mine, days), strict=True):
+            rates[day.date().isoformat()] = {
+                "raw": total,
+                "quarantined": bad,
+                "share": round(bad / total, 4) if total else 0.0,
+            }
+        high = [day for day, r in rates.items() if r["share"] > MAX_QUARANTINE_SHARE]
+        reasons = top_reasons(mine)
+        total = sum(r["raw"] for r in rates.values())
+        description = f"{len(mine)} of {total} {source.name} records quarantined"
+        if reasons:
+            description += " — " + ", ".join(f"{reason} ×{n}" for reason, n in reasons.items())
+        sample = _markdown_table(
+            ["record", "errors"],
+            (
+                (r.record, "; ".join(e["message"] for e in json.loads(r.errors)))
+                for r in mine.head(SAMPLE_ROWS).itertuples()
+            ),
+        )
+        return dg.AssetCheckResult(
+            passed=not high,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=description,
+            metadata={
+                "quarantined": len(mine),
+                "raw": total,
+                "share": round(len(mine) / total, 4) if total else 0.0,
+                "top_reasons": dg.MetadataValue.json(reasons),
+                "per_day": dg.MetadataValue.json(rates),
+                "sample": dg.MetadataValue.md(sample),
+            },
+        )
+
+    return _check
+
+
+def drift_check(source: SourceConfig) -> dg.AssetChecksDefinition:
+    """Fields observed in a partition's records against the fields the source declares."""
+
+    @dg.asset_check(
+        asset=dg.AssetKey(["raw", source.name]),
+        name="schema_drift",
+        description=(
+            f"The records of {source.name} carry the fields declared for it"
+            + (" in sources.yaml" if source.fields is not None else " (the mapped fields)")
+            + ", with their types: new, missing or retyped fields warn."
+        ),
+        partitions_def=daily_partitions,
+    )
+    def _check(context: dg.AssetCheckExecutionContext, raw: pd.DataFrame) -> dg.AssetCheckResult:
+        by_day = records_by_day(raw)
+        reports = {
+            day.isoformat(): source_drift(source, by_day.get(day.isoformat(), []))
+            for day in partition_days(context)
+        }
+        drifted = {day: report for day, report in reports.items() if report.drifted}
+        shown = next(iter(drifted.values()), None) or next(iter(reports.values()))
+        description = (
+            "; ".join(f"{day}: {r.describe()}" for day, r in drifted.items()) or shown.describe()
+        )
+        if shown.missing_required:
+            description += f" — required {', '.join(shown.missing_required)} missing: those records are quarantined"
+        return dg.AssetCheckResult(
+            passed=not drifted,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=description,
+            metadata={
+                "records": sum(r.records for r in reports.values()),
+                "new_fields": dg.MetadataValue.json(shown.new_fields),
+                "missing_fields": dg.MetadataValue.json(shown.missing_fields),
+                "missing_required_fields": dg.MetadataValue.json(shown.missing_required),
+                "type_changes": dg.MetadataValue.json(shown.type_changes),
+                "observed_fields": dg.MetadataValue.json(shown.observed),
+                "declared_fields": dg.MetadataValue.json(shown.declared),
+                "per_day": dg.MetadataValue.json({day: r.summary() for day, r in reports.items()}),
+            },
+        )
+
+    return _check
+
+
+def _fetched(instance: dg.DagsterInstance, source: SourceConfig, day: dt.date) -> int | None:
+    """Records fetched for a day, from the raw asset's latest ``fetch_stats`` (None: never)."""
+    stats = latest_fetch_stats(instance, source, day.isoformat())
+    return None if stats is None else int(stats.get("records_fetched", 0))
+
+
+def row_count_verdict(
+    instance: dg.DagsterInstance, source: SourceConfig, day: dt.date
+) -> dict[str, Any]:
+    """A day's row count, the trailing days' counts and median, and their ratio."""
+    rows = _fetched(instance, source, day)
+    trailing = {}
+    for back in range(1, TRAILING_DAYS + 1):
+        earlier = day - dt.timedelta(days=back)
+        count = _fetched(instance, source, earlier)
+        if count is not None:
+            trailing[earlier.isoformat()] = count
+    median = statistics.median(trailing.values()) if trailing else None
+    ratio = round(rows / median, 4) if rows is not None and median else None
+    if rows is None:
+        text = "no fetch stats for this day in this Dagster instance"
+    elif median is None:
+        text = f"{rows} rows; no earlier days fetched yet: nothing to compare with"
+    else:
+        text = f"{rows} rows, {ratio:.0%} of the trailing median {median:g}"
+    return {
+        "rows": rows,
+        "trailing_median": median,
+        "ratio": ratio,
+        "trailing": trailing,
+        "text": text,
+    }
+
+
+def row_count_check(source: SourceConfig) -> dg.AssetChecksDefinition:
+    """A day's row count against the median of the trailing days' (from the fetch stats)."""
+
+    @dg.asset_check(
+        asset=dg.AssetKey(["raw", source.name]),
+        name="row_count_anomaly",
+        description=(
+            f"A day of {source.name} has at least {MIN_ROW_COUNT_RATIO:.0%} of the median row count "
+            f"of the {TRAILING_DAYS} days before it (those that were fetched)."
+        ),
+        partitions_def=daily_partitions,
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        days = {
+            d.isoformat(): row_count_verdict(context.instance, source, d)
+            for d in partition_days(context)
+        }
+        low = {
+            d: v
+            for d, v in days.items()
+            if v["ratio"] is not None and v["ratio"] < MIN_ROW_COUNT_RATIO
+        }
+        shown = next(iter(low.values()), None) or next(iter(days.values()))
+        description = "; ".join(f"{d}: {v['text']}" for d, v in low.items()) or shown["text"]
+        return dg.AssetCheckResult(
+            passed=not low,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=description,
+            metadata={
+                "rows": shown["rows"],
+                "trailing_median": shown["trailing_median"],
+                "ratio": shown["ratio"],
+                "per_day": dg.MetadataValue.json(
+                    {
+                        d: {k: v[k] for k in ("rows", "trailing_median", "ratio", "trailing")}
+                        for d, v in days.items()
+                    }
+                ),
+            },
+        )
+
+    return _check
+
+
+def freshness_policy(source: SourceConfig) -> dg.FreshnessPolicy:
+    """raw/<source> warns when not materialized for ``freshness_warn_hours``, fails at twice that.
+
+    A freshness *policy* (evaluated by Dagster's freshness daemon, shown as the asset's freshness
+    in the UI) rather than ``build_time_partition_freshness_checks``, which Dagster 1.13
+    supersedes: those checks run inside every job that selects the raw assets, so a backfill or
+    the demo of an old partition would report "overdue" each time. Freshness is a property of
+    *now*, not of the partition being materialized.
+    """
+    hours = source.freshness_warn_hours
+    return dg.FreshnessPolicy.time_window(
+        warn_window=dt.timedelta(hours=hours), fail_window=dt.timedelta(hours=2 * hours)
+    )
+
+
+def build_quality_checks(
+    sources: Sequence[SourceConfig], asset_keys: set[dg.AssetKey]
+) -> list[dg.AssetChecksDefinition]:
+    """Every check of this module for the configured sources."""
+    checks = schema_checks(asset_keys)
+    for source in sources:
+        checks += [drift_check(source), row_count_check(source)]
+        if QUARANTINE_KEY in asset_keys and dg.AssetKey(["cleaned", source.dataset]) in asset_keys:
+            checks += [conservation_check(source), quarantine_rate_check(source)]
+    return checks

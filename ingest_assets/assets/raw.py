@@ -7,11 +7,13 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from ingest_assets.assets.checks import freshness_policy
 from ingest_assets.assets.common import daily_partitions, now_utc, partition_days, retry_policy
 from ingest_assets.config import SourceConfig
 from ingest_assets.connectors import FetchContext, FetchStats, collect, get_connector_class
 from ingest_assets.connectors.files import MissingFileError
 from ingest_assets.connectors.http import FetchError
+from ingest_assets.quality.drift import drift_by_day
 from ingest_assets.transforms.raw import raw_frame
 
 PROGRESS_EVERY_S = 5.0
@@ -86,6 +88,7 @@ def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=retry_policy(**source.retry.model_dump()),
         pool=f"ingest_{source.name}",
+        freshness_policy=freshness_policy(source),
         owners=source.owners or None,
         tags={"source": source.name, "dataset": source.dataset},
         metadata={
@@ -108,6 +111,7 @@ def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 **totals,
                 "duration_s": round(time.perf_counter() - started, 3),
                 "fetch_stats": dg.MetadataValue.json(per_day),
+                "schema_drift": dg.MetadataValue.json(drift_by_day(source, frame)),
             },
         )
 
