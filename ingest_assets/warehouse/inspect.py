@@ -18,11 +18,9 @@ def _query(url: str, sql: str, params: list | None = None) -> list[tuple]:
 
         with connect(duckdb_path(url)) as con:
             return con.execute(sql, params or []).fetchall()
-    import psycopg
+    from ingest_assets.warehouse.postgres_io import connect
 
-    from ingest_assets.warehouse.postgres_io import libpq_url
-
-    with psycopg.connect(libpq_url(url)) as con:
+    with connect(url) as con:
         return con.execute(sql.replace("?", "%s"), params or []).fetchall()
 
 

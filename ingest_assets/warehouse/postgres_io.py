@@ -380,9 +380,15 @@ def _upsert(
 
 
 def read_frame(
-    conn: psycopg.Connection, table: TableRef, bounds: tuple[dt.date, dt.date] | None
+    conn: psycopg.Connection,
+    table: TableRef,
+    bounds: tuple[dt.date, dt.date] | None,
+    columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The partition window (or whole table) as a frame with the dtypes DuckDB's reader gives."""
+    """The partition window (or whole table) as a frame with the dtypes DuckDB's reader gives.
+
+    ``columns`` keeps only those columns (an input's ``columns`` metadata), e.g. to count rows.
+    """
     with conn.transaction():
         # One snapshot for the column list and the rows.
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -391,7 +397,13 @@ def read_frame(
             raise WarehouseError(
                 f"{table} does not exist in the warehouse yet: materialize its asset first"
             )
-        query = f"SELECT * FROM {_target(table)}"
+        unknown = [c for c in columns or [] if c not in existing]
+        if unknown:
+            raise WarehouseError(f"{table} has no column(s) {', '.join(unknown)}")
+        if columns:
+            existing = {c: existing[c] for c in columns}
+        selected = ", ".join(quote_ident(c) for c in existing)
+        query = f"SELECT {selected} FROM {_target(table)}"
         if bounds is not None:
             # COPY takes no parameters; the bounds are dates, so their ISO text is a safe literal.
             start, end = (d.isoformat() for d in bounds)
@@ -467,5 +479,6 @@ class PostgresPartitionedIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         table = TableRef.from_asset_key(context.asset_key.path)
+        columns = definition_list(context.definition_metadata, "columns") or None
         with connect(self.url) as conn:
-            return read_frame(conn, table, partition_dates(context))
+            return read_frame(conn, table, partition_dates(context), columns)
