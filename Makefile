@@ -43,7 +43,7 @@ worker: install dagster-home
 	@printf 'execution:\n  config:\n    broker: "%s"\n    backend: "%s"\n' \
 		"$${INGEST_CELERY_BROKER:-redis://127.0.0.1:6379/0}" "$${INGEST_CELERY_BROKER:-redis://127.0.0.1:6379/0}" \
 		> "$(INGEST_HOME)/celery_worker.yaml"
-	$(BIN)/dagster-celery worker start -A dagster_celery.app -y "$(INGEST_HOME)/celery_worker.yaml"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster-celery worker start -A dagster_celery.app -y "$(INGEST_HOME)/celery_worker.yaml"
 
 lint: install
 	$(BIN)/ruff check ingest_assets ingest_assets_tests benchmarks
