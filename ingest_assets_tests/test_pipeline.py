@@ -101,6 +101,11 @@ def test_every_table_is_filled_and_conserves_records(
     ).records
     metadata = raw_events[0].asset_materialization.metadata
     assert metadata["dagster/row_count"].value == 40 and metadata["requests"].value == 1
+    cleaned = instance.fetch_materializations(dg.AssetKey(["cleaned", "products"]), limit=1).records
+    cleaned_metadata = cleaned[0].asset_materialization.metadata
+    assert cleaned_metadata["records_quarantined"].value == 14
+    assert cleaned_metadata["duration_s"].value >= 0
+    assert cleaned_metadata["dagster/row_count"].value == 250
 
 
 def test_rematerializing_a_partition_leaves_identical_tables(

@@ -2,6 +2,10 @@
 
 
 import datetime as dt
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -31,3 +35,19 @@ def retry_policy(max_retries: int, delay_s: float, backoff: str, jitter: str) ->
         backoff=dg.Backoff.EXPONENTIAL if backoff == "exponential" else dg.Backoff.LINEAR,
         jitter={"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS}.get(jitter),
     )
+
+
+def timed(fn: Callable[..., dg.Output]) -> Callable[..., dg.Output]:
+    """Add the asset body's wall time as ``duration_s`` to its output metadata.
+
+    ``functools.wraps`` keeps the signature, so Dagster still sees the context and the inputs.
+    """
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> dg.Output:
+        started = time.perf_counter()
+        output = fn(*args, **kwargs)
+        duration = round(time.perf_counter() - started, 3)
+        return output.with_metadata({**output.metadata, "duration_s": duration})
+
+    return wrapper

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import dagster as dg
 import pandas as pd
 
-from ingest_assets.assets.common import daily_partitions, now_utc
+from ingest_assets.assets.common import daily_partitions, now_utc, timed
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality.validate import QUARANTINE_COLUMNS, SplitResult, split_records
 from ingest_assets.transforms.datasets import DATASETS
@@ -83,6 +83,7 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
         automation_condition=eager,
         metadata={"primary_key": PRIMARY_KEYS[("cleaned", dataset)]},
     )
+    @timed
     def _cleaned(context: dg.AssetExecutionContext, **raws: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         at = now_utc()
         parts, per_source = [], {}
@@ -111,6 +112,7 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
         automation_condition=eager,
         metadata={"primary_key": PRIMARY_KEYS[("features", dataset)]},
     )
+    @timed
     def _features(context: dg.AssetExecutionContext, cleaned: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         with recording() as steps_run:
             features = _sorted(steps.features(cleaned), steps.sort_by)
@@ -130,6 +132,7 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
         automation_condition=eager,
         metadata={"primary_key": PRIMARY_KEYS[("metrics", dataset)]},
     )
+    @timed
     def _metrics(context: dg.AssetExecutionContext, features: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         metrics = steps.metrics(features)
         return dg.Output(metrics, metadata={"dagster/row_count": len(metrics)})
@@ -155,6 +158,7 @@ def build_quarantine_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefiniti
         automation_condition=eager,
         metadata={"json_columns": ["record", "errors"]},
     )
+    @timed
     def quarantine_records(context: dg.AssetExecutionContext, **raws: pd.DataFrame) -> dg.Output[pd.DataFrame]:
         at = now_utc()
         parts = [split_source(names[n], raw, context.run.run_id, at).quarantined for n, raw in raws.items()]

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ingest_assets.assets.common import daily_partitions, partition_days
+from ingest_assets.assets.common import daily_partitions, partition_days, timed
 from ingest_assets.assets.datasets import PRIMARY_KEYS, eager, raw_input_name
 from ingest_assets.config import SourceConfig
 
@@ -77,6 +77,7 @@ def build_ingestion_metrics_asset(sources: Sequence[SourceConfig]) -> dg.AssetsD
         automation_condition=eager,
         metadata={"primary_key": PRIMARY_KEYS[("metrics", "ingestion")]},
     )
+    @timed
     def ingestion_metrics(
         context: dg.AssetExecutionContext, quarantine: pd.DataFrame, **raws: pd.DataFrame
     ) -> dg.Output[pd.DataFrame]:
