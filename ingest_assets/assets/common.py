@@ -51,3 +51,18 @@ def timed(fn: Callable[..., dg.Output]) -> Callable[..., dg.Output]:
         return output.with_metadata({**output.metadata, "duration_s": duration})
 
     return wrapper
+
+
+def derived_asset(**kwargs: Any) -> Callable[..., dg.AssetsDefinition]:
+    """``dg.asset`` with what every asset downstream of raw/ shares.
+
+    Daily partitions, a backfill range in one run, and eager automation: an asset follows as
+    soon as its parents are updated (and none is missing or in progress).
+    """
+    shared: dict[str, Any] = {
+        "kinds": {"python", "pandas"},
+        "partitions_def": daily_partitions,
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "automation_condition": dg.AutomationCondition.eager(),
+    }
+    return dg.asset(**{**shared, **kwargs})

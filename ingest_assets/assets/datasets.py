@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import dagster as dg
 import pandas as pd
 
-from ingest_assets.assets.common import daily_partitions, now_utc, timed
+from ingest_assets.assets.common import derived_asset, now_utc, timed
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality.validate import QUARANTINE_COLUMNS, SplitResult, split_records
 from ingest_assets.transforms.datasets import DATASETS
@@ -27,7 +27,6 @@ PRIMARY_KEYS = {
     ("metrics", "weather"): ["partition_date", "city"],
     ("metrics", "ingestion"): ["partition_date", "source"],
 }
-eager = dg.AutomationCondition.eager()
 
 
 def raw_input_name(source: SourceConfig) -> str:
@@ -69,7 +68,7 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
     steps = DATASETS[dataset]
     names = {raw_input_name(s): s for s in sources}
 
-    @dg.asset(
+    @derived_asset(
         key=["cleaned", dataset],
         ins=raw_ins(sources),
         description=(
@@ -77,10 +76,6 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
             "checked against the cleaned schema. Invalid records go to quarantine/records."
         ),
         group_name=dataset,
-        kinds={"python", "pandas"},
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=eager,
         metadata={"primary_key": PRIMARY_KEYS[("cleaned", dataset)]},
     )
     @timed
@@ -101,15 +96,11 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
             },
         )
 
-    @dg.asset(
+    @derived_asset(
         key=["features", dataset],
         ins={"cleaned": dg.AssetIn(key=["cleaned", dataset])},
         description=f"Engineered features of cleaned {dataset}.",
         group_name=dataset,
-        kinds={"python", "pandas"},
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=eager,
         metadata={"primary_key": PRIMARY_KEYS[("features", dataset)]},
     )
     @timed
@@ -121,15 +112,11 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
             metadata={"dagster/row_count": len(features), "steps": dg.MetadataValue.json(steps_run.as_metadata())},
         )
 
-    @dg.asset(
+    @derived_asset(
         key=["metrics", dataset],
         ins={"features": dg.AssetIn(key=["features", dataset])},
         description=f"Daily metrics of {dataset}.",
         group_name=dataset,
-        kinds={"python", "pandas"},
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=eager,
         metadata={"primary_key": PRIMARY_KEYS[("metrics", dataset)]},
     )
     @timed
@@ -144,7 +131,7 @@ def build_quarantine_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefiniti
     """quarantine/records: every invalid record of every source, with its reasons."""
     names = {raw_input_name(s): s for s in sources}
 
-    @dg.asset(
+    @derived_asset(
         key=["quarantine", "records"],
         ins=raw_ins(sources),
         description=(
@@ -152,10 +139,6 @@ def build_quarantine_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefiniti
             "(column, check, message). Nothing is dropped: raw = valid + quarantined."
         ),
         group_name="quality",
-        kinds={"python", "pandas"},
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=eager,
         metadata={"json_columns": ["record", "errors"]},
     )
     @timed

@@ -12,8 +12,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ingest_assets.assets.common import daily_partitions, partition_days, timed
-from ingest_assets.assets.datasets import PRIMARY_KEYS, eager, raw_input_name
+from ingest_assets.assets.common import derived_asset, partition_days, timed
+from ingest_assets.assets.datasets import PRIMARY_KEYS, raw_input_name
 from ingest_assets.config import SourceConfig
 
 STAT_COLUMNS = ("requests", "retries", "failed_requests", "duration_s")
@@ -63,7 +63,7 @@ def build_ingestion_metrics_asset(sources: Sequence[SourceConfig]) -> dg.AssetsD
     ins = {n: dg.AssetIn(key=["raw", s.name], metadata=date_only) for n, s in names.items()}
     ins["quarantine"] = dg.AssetIn(key=["quarantine", "records"], metadata={"columns": ["partition_date", "source"]})
 
-    @dg.asset(
+    @derived_asset(
         key=["metrics", "ingestion"],
         ins=ins,
         description=(
@@ -71,10 +71,6 @@ def build_ingestion_metrics_asset(sources: Sequence[SourceConfig]) -> dg.AssetsD
             "attempts, retries and failed attempts; and the raw asset's wall time."
         ),
         group_name="quality",
-        kinds={"python", "pandas"},
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=eager,
         metadata={"primary_key": PRIMARY_KEYS[("metrics", "ingestion")]},
     )
     @timed

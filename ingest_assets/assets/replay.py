@@ -50,8 +50,8 @@ import dagster as dg
 import pandas as pd
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from ingest_assets.assets.common import daily_partitions, now_utc
-from ingest_assets.assets.datasets import eager, raw_input_name
+from ingest_assets.assets.common import daily_partitions, derived_asset, now_utc
+from ingest_assets.assets.datasets import raw_input_name
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality.history import (
     QUARANTINED,
@@ -109,7 +109,7 @@ def build_history_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefinition:
     ins["quarantined"] = dg.AssetIn(key=["quarantine", "records"])
     ReplayConfig = replay_config_class(sources)
 
-    @dg.asset(
+    @derived_asset(
         key=HISTORY_KEY,
         ins=ins,
         # Released records are in cleaned/ only once cleaned/ is written (and its blocking check
@@ -121,10 +121,6 @@ def build_history_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefinition:
             "derivation; the job replay_quarantine re-derives partitions with today's rules."
         ),
         group_name="quality",
-        kinds={"python", "pandas"},
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=eager,
         required_resource_keys={"io_manager"},
         metadata={"json_columns": ["record", "errors"]},
     )

@@ -27,24 +27,22 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
-import dagster as dg
 import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from ingest_assets.warehouse.base import PartitionedTableIOManager
 from ingest_assets.warehouse.common import (
     PARTITION_COLUMN,
     TableRef,
     WarehouseError,
     check_partition_column,
-    definition_list,
     logical_types,
     normalize_loaded,
-    partition_dates,
     quote_ident,
 )
 
@@ -440,7 +438,7 @@ def read_frame(
     return normalize_loaded(df)
 
 
-class PostgresPartitionedIOManager(dg.ConfigurableIOManager):
+class PostgresPartitionedIOManager(PartitionedTableIOManager):
     """Stores each asset as the PostgreSQL table ``<schema>.<table>`` named by its asset key.
 
     A partitioned asset's output replaces exactly its partition window's rows in one
@@ -448,6 +446,7 @@ class PostgresPartitionedIOManager(dg.ConfigurableIOManager):
     or replaces the table when it has none. ``json_columns`` are stored as ``jsonb``.
     """
 
+    warehouse: ClassVar[str] = "postgresql"
     url: str
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
@@ -455,30 +454,19 @@ class PostgresPartitionedIOManager(dg.ConfigurableIOManager):
         for name, value in super().__repr_args__():
             yield name, redact_url(value) if name == "url" and isinstance(value, str) else value
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        if obj is None:
-            return
-        table = TableRef.from_asset_key(context.asset_key.path)
-        metadata = context.definition_metadata
+    def write(
+        self,
+        table: TableRef,
+        df: pd.DataFrame,
+        bounds: tuple[dt.date, dt.date] | None,
+        json_columns: Sequence[str],
+        primary_key: Sequence[str],
+    ) -> None:
         with connect(self.url) as conn:
-            write_frame(
-                conn,
-                table,
-                obj,
-                partition_dates(context),
-                definition_list(metadata, "json_columns"),
-                definition_list(metadata, "primary_key"),
-            )
-        context.add_output_metadata(
-            {
-                "dagster/row_count": len(obj),
-                "dagster/table_name": f"{table}",
-                "warehouse": "postgresql",
-            }
-        )
+            write_frame(conn, table, df, bounds, json_columns, primary_key)
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        table = TableRef.from_asset_key(context.asset_key.path)
-        columns = definition_list(context.definition_metadata, "columns") or None
+    def read(
+        self, table: TableRef, bounds: tuple[dt.date, dt.date] | None, columns: Sequence[str] | None
+    ) -> pd.DataFrame:
         with connect(self.url) as conn:
-            return read_frame(conn, table, partition_dates(context), columns)
+            return read_frame(conn, table, bounds, columns)
