@@ -108,16 +108,26 @@ def test_failed_checks_are_alerted(webhook: type[_Webhook], ingest_env: Path) ->
     def always_fails() -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=False, metadata={"failures": 3})
 
+    @dg.asset_check(asset=demo)
+    def always_passes() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
     from ingest_assets.automation.alerts import alert_on_check_failure
 
+    defs = dg.Definitions(assets=[demo], asset_checks=[always_fails, always_passes], resources={"io_manager": dg.mem_io_manager})
     with dg.instance_for_test() as instance:
-        dg.materialize([demo], instance=instance, selection=[demo], resources={"io_manager": dg.mem_io_manager})
-        defs = dg.Definitions(assets=[demo], asset_checks=[always_fails], resources={"io_manager": dg.mem_io_manager})
-        defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
-        context = dg.build_sensor_context(instance=instance)
-        alert_on_check_failure.evaluate_tick(context)
-    assert [a["kind"] for a in webhook.received] == ["check_failure"]
-    assert webhook.received[0]["asset"] == "cleaned/demo" and webhook.received[0]["check"] == "always_fails"
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, run_config=QUIET)
+        success = [e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS"][0]
+        context = dg.build_run_status_sensor_context(
+            sensor_name="alert_on_check_failure",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=success,
+        )
+        alert_on_check_failure(context)
+    assert [(a["kind"], a["check"]) for a in webhook.received] == [("check_failure", "always_fails")]
+    assert webhook.received[0]["asset"] == "cleaned/demo" and webhook.received[0]["run_id"] == result.run_id
+    assert webhook.received[0]["metadata"] == {"failures": "3"}
 
 
 def test_executor_follows_the_warehouse_and_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,8 +33,32 @@ def send_alert(payload: dict[str, Any], log: Any) -> bool:
     return True
 
 
+def failed_check_alerts(instance: dg.DagsterInstance, run_id: str) -> list[dict[str, Any]]:
+    """One alert per failed asset check evaluation of a run (storage-agnostic: the run's logs)."""
+    alerts = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        asset = evaluation.asset_key.to_user_string()
+        alerts.append(
+            {
+                "kind": "check_failure",
+                "summary": f"check {evaluation.check_name} failed on {asset}",
+                "asset": asset,
+                "check": evaluation.check_name,
+                "partition": evaluation.partition,
+                "severity": evaluation.severity.value,
+                "run_id": run_id,
+                "metadata": {k: str(getattr(v, "value", v)) for k, v in evaluation.metadata.items()},
+            }
+        )
+    return alerts
+
+
 @dg.run_failure_sensor(name="alert_on_run_failure", default_status=dg.DefaultSensorStatus.RUNNING)
 def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
+    """A failed run, and the checks that failed in it (a blocking check stops a run)."""
     run = context.dagster_run
     send_alert(
         {
@@ -47,35 +71,16 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
         },
         context.log,
     )
+    for alert in failed_check_alerts(context.instance, run.run_id):
+        send_alert(alert, context.log)
 
 
-@dg.sensor(name="alert_on_check_failure", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-def alert_on_check_failure(context: dg.SensorEvaluationContext) -> dg.SkipReason | None:
-    """Watch the event log for failed asset check evaluations since the last tick."""
-    cursor = int(context.cursor) if context.cursor else None
-    # No fetch_* API covers check evaluations yet; the event log storage's query is the stable one.
-    records = context.instance.event_log_storage.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=cursor),
-        limit=200,
-        ascending=True,
-    )
-    sent = 0
-    for record in records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if not evaluation.passed:
-            sent += 1
-            send_alert(
-                {
-                    "kind": "check_failure",
-                    "summary": f"check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}",
-                    "asset": evaluation.asset_key.to_user_string(),
-                    "check": evaluation.check_name,
-                    "partition": evaluation.partition,
-                    "severity": evaluation.severity.value,
-                    "run_id": record.event_log_entry.run_id,
-                    "metadata": {k: str(getattr(v, "value", v)) for k, v in evaluation.metadata.items()},
-                },
-                context.log,
-            )
-        context.update_cursor(str(record.storage_id))
-    return None if sent or records else dg.SkipReason("no new check evaluations")
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name="alert_on_check_failure",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def alert_on_check_failure(context: dg.RunStatusSensorContext) -> None:
+    """Checks that failed in a run that succeeded (non-blocking checks: WARN or ERROR)."""
+    for alert in failed_check_alerts(context.instance, context.dagster_run.run_id):
+        send_alert(alert, context.log)
