@@ -52,14 +52,24 @@ def sequential_weather(url: str) -> int:
     records = 0
     with httpx.Client(timeout=30) as client:
         for city in CITIES:
-            params = {"latitude": city["latitude"], "longitude": city["longitude"], "start_date": "2024-06-01", "end_date": "2024-06-01", "hourly": "temperature_2m", "timezone": "UTC"}
+            params = {
+                "latitude": city["latitude"],
+                "longitude": city["longitude"],
+                "start_date": "2024-06-01",
+                "end_date": "2024-06-01",
+                "hourly": "temperature_2m",
+                "timezone": "UTC",
+            }
             records += len(client.get(f"{url}/v1/archive", params=params).json()["hourly"]["time"])
     return records
 
 
 def connector_records(source: dict) -> int:
     config = SourceConfig.model_validate({"name": "bench", "http": HTTP, **source})
-    batches = collect(get_connector_class(config.connector)(config), FetchContext(partition_date=dt.date(2024, 6, 1)))
+    batches = collect(
+        get_connector_class(config.connector)(config),
+        FetchContext(partition_date=dt.date(2024, 6, 1)),
+    )
     return sum(len(b) for b in batches)
 
 
@@ -74,7 +84,9 @@ def best_of(repeat: int, run) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latency", type=float, default=0.03, help="seconds the sandbox waits per request")
+    parser.add_argument(
+        "--latency", type=float, default=0.03, help="seconds the sandbox waits per request"
+    )
     parser.add_argument("--page-size", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
@@ -90,7 +102,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "params": {"latitude": "{latitude}", "longitude": "{longitude}", "start_date": "{date}", "end_date": "{date}", "hourly": "temperature_2m", "timezone": "UTC"},
             "record_path": "hourly", "record_layout": "columnar", "fan_out": CITIES, "attach": ["city"],
         }  # fmt: skip
-        base_p, n_base_p = best_of(args.repeat, lambda: sequential_products(sandbox.url, args.page_size))
+        base_p, n_base_p = best_of(
+            args.repeat, lambda: sequential_products(sandbox.url, args.page_size)
+        )
         ours_p, n_ours_p = best_of(args.repeat, lambda: connector_records(products))
         base_w, n_base_w = best_of(args.repeat, lambda: sequential_weather(sandbox.url))
         ours_w, n_ours_w = best_of(args.repeat, lambda: connector_records(weather))
@@ -98,9 +112,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     pages = -(-n_ours_p // args.page_size)
     print(f"fetch, {args.latency * 1000:.0f} ms per request, best of {args.repeat}:")
-    print(f"  products, {pages} pages:   sequential {base_p:6.2f}s   connector {ours_p:6.2f}s   speed-up {base_p / ours_p:5.2f}x")
-    print(f"  weather, {len(CITIES)} cities:   sequential {base_w:6.2f}s   connector {ours_w:6.2f}s   speed-up {base_w / ours_w:5.2f}x")
-    return {"products_speedup": base_p / ours_p, "weather_speedup": base_w / ours_w, "median": statistics.median([base_p / ours_p, base_w / ours_w])}
+    print(
+        f"  products, {pages} pages:   sequential {base_p:6.2f}s   connector {ours_p:6.2f}s   speed-up {base_p / ours_p:5.2f}x"
+    )
+    print(
+        f"  weather, {len(CITIES)} cities:   sequential {base_w:6.2f}s   connector {ours_w:6.2f}s   speed-up {base_w / ours_w:5.2f}x"
+    )
+    return {
+        "products_speedup": base_p / ours_p,
+        "weather_speedup": base_w / ours_w,
+        "median": statistics.median([base_p / ours_p, base_w / ours_w]),
+    }
 
 
 if __name__ == "__main__":

@@ -175,7 +175,9 @@ def render_template(text: str, values: Mapping[str, Any]) -> str:
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in values:
-            raise ConfigError(f"unknown template name {{{name}}} in {text!r}; known: {', '.join(sorted(values))}")
+            raise ConfigError(
+                f"unknown template name {{{name}}} in {text!r}; known: {', '.join(sorted(values))}"
+            )
         return str(values[name])
 
     return _TEMPLATE_REF.sub(substitute, text)
@@ -219,14 +221,18 @@ def load_sources(path: str | Path | None = None) -> SourcesFile:
     try:
         defaults = Defaults.model_validate(raw.get("defaults") or {})
     except ValidationError as exc:
-        raise ConfigError(_format_error(path, None, exc).replace("field '", "field 'defaults.")) from exc
+        raise ConfigError(
+            _format_error(path, None, exc).replace("field '", "field 'defaults.")
+        ) from exc
 
     sources = []
     for name, block in raw["sources"].items():
         if not isinstance(block, dict):
             raise ConfigError(f"{path}: source {name!r}: expected a mapping of fields")
         if "name" in block:
-            raise ConfigError(f"{path}: source {name!r}, field 'name': the key of the block is the name")
+            raise ConfigError(
+                f"{path}: source {name!r}, field 'name': the key of the block is the name"
+            )
         merged = {
             **block,
             "name": name,

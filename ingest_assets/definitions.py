@@ -25,7 +25,9 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
-def build_definitions(sources: SourcesFile | None = None, warehouse_url: str | None = None) -> dg.Definitions:
+def build_definitions(
+    sources: SourcesFile | None = None, warehouse_url: str | None = None
+) -> dg.Definitions:
     """Everything for a sources file and a warehouse (defaults: the environment's)."""
     sources = sources or load_sources()
     assets: list[dg.AssetsDefinition] = [build_raw_asset(s) for s in sources.sources]
@@ -40,7 +42,9 @@ def build_definitions(sources: SourcesFile | None = None, warehouse_url: str | N
     jobs = build_jobs(sources.sources)
     jobs_by_name = {job.name: job for job in jobs}
     sensors = [
-        build_landing_sensor(s, jobs_by_name[source_job_name(s)]) for s in sources.sources if s.sensor
+        build_landing_sensor(s, jobs_by_name[source_job_name(s)])
+        for s in sources.sources
+        if s.sensor
     ]
     return dg.Definitions(
         assets=assets,

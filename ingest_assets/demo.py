@@ -47,19 +47,26 @@ def run(partition: str) -> int:
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             )
         elapsed = time.perf_counter() - started
-    checks = [(e.asset_key.to_user_string(), e.check_name, e.passed) for e in result.get_asset_check_evaluations()]
+    checks = [
+        (e.asset_key.to_user_string(), e.check_name, e.passed)
+        for e in result.get_asset_check_evaluations()
+    ]
     print_summary(partition, checks, elapsed, result.success)
     return 0 if result.success else 1
 
 
-def print_summary(partition: str, checks: list[tuple[str, str, bool]], elapsed: float, success: bool) -> None:
+def print_summary(
+    partition: str, checks: list[tuple[str, str, bool]], elapsed: float, success: bool
+) -> None:
     from ingest_assets.warehouse import warehouse_url
     from ingest_assets.warehouse.inspect import partition_counts, quarantine_rows
 
     url = warehouse_url()
     counts = partition_counts(url, partition)
     print()
-    print(f"== ingest_assets demo, partition {partition}: {'succeeded' if success else 'FAILED'} in {elapsed:.1f}s")
+    print(
+        f"== ingest_assets demo, partition {partition}: {'succeeded' if success else 'FAILED'} in {elapsed:.1f}s"
+    )
     print(f"\nRows per table ({url.split('@')[-1]}):")
     for table, rows in counts.items():
         print(f"  {table:<28} {rows:>7}")
@@ -78,12 +85,16 @@ def print_summary(partition: str, checks: list[tuple[str, str, bool]], elapsed: 
         total = sum(1 for s, _ in quarantined if s == source)
         top = ", ".join(f"{reason} ×{n}" for reason, n in reasons.most_common(3))
         print(f"  {source:<20} {total:>4}  top reasons: {top}")
-    print("\nOpen the Dagster UI with `make dev` (http://127.0.0.1:3000) to see lineage, runs and checks.")
+    print(
+        "\nOpen the Dagster UI with `make dev` (http://127.0.0.1:3000) to see lineage, runs and checks."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--partition", default=DEMO_PARTITION, help="the day to ingest (YYYY-MM-DD)")
+    parser.add_argument(
+        "--partition", default=DEMO_PARTITION, help="the day to ingest (YYYY-MM-DD)"
+    )
     args = parser.parse_args(argv)
     return run(args.partition)
 

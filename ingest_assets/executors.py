@@ -37,7 +37,11 @@ def build_executor() -> dg.ExecutorDefinition:
     broker = celery_broker()
     return celery_executor.configured(
         {
-            "broker": {"env": "INGEST_CELERY_BROKER"} if os.environ.get("INGEST_CELERY_BROKER") else broker,
-            "backend": {"env": "INGEST_CELERY_BROKER"} if os.environ.get("INGEST_CELERY_BROKER") else broker,
+            "broker": {"env": "INGEST_CELERY_BROKER"}
+            if os.environ.get("INGEST_CELERY_BROKER")
+            else broker,
+            "backend": {"env": "INGEST_CELERY_BROKER"}
+            if os.environ.get("INGEST_CELERY_BROKER")
+            else broker,
         }
     )

@@ -59,7 +59,12 @@ def ingest_env(tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("INGEST_HOME", str(home))
     monkeypatch.setenv("DUMMYJSON_BASE_URL", sandbox.url)
     monkeypatch.setenv("OPEN_METEO_BASE_URL", sandbox.url)
-    for name in ("INGEST_WAREHOUSE_URL", "INGEST_SOURCES_FILE", "INGEST_LANDING_DIR", "INGEST_EXECUTOR"):
+    for name in (
+        "INGEST_WAREHOUSE_URL",
+        "INGEST_SOURCES_FILE",
+        "INGEST_LANDING_DIR",
+        "INGEST_EXECUTOR",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home
 

@@ -42,7 +42,10 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Webhook]]:
     _Webhook.status = 200
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("INGEST_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/hook?token=sekrit-token")
+    monkeypatch.setenv(
+        "INGEST_ALERT_WEBHOOK_URL",
+        f"http://127.0.0.1:{server.server_address[1]}/hook?token=sekrit-token",
+    )
     yield _Webhook
     server.shutdown()
 
@@ -52,14 +55,21 @@ def test_schedules_fetch_the_previous_utc_day() -> None:
     defs = build_definitions()
     schedule = defs.resolve_schedule_def("dummyjson_products_daily")
     when = dt.datetime(2024, 6, 2, 0, 15, tzinfo=dt.UTC)
-    with dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def()) as context:
+    with dg.build_schedule_context(
+        scheduled_execution_time=when, repository_def=defs.get_repository_def()
+    ) as context:
         request = schedule.evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2024-06-01"
     assert schedule.job_name == "ingest_dummyjson_products"
-    assert {s.name for s in defs.schedules} == {"dummyjson_products_daily", "open_meteo_weather_daily"}
+    assert {s.name for s in defs.schedules} == {
+        "dummyjson_products_daily",
+        "open_meteo_weather_daily",
+    }
 
 
-def test_landing_sensor_requests_a_run_per_landed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_landing_sensor_requests_a_run_per_landed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     landing = tmp_path / "landing"
     shutil.copytree(DEFAULT_LANDING_DIR, landing)
     (landing / "partner_feed" / "notes.txt").write_text("not a feed")
@@ -81,7 +91,9 @@ def test_landing_sensor_requests_a_run_per_landed_file(tmp_path: Path, monkeypat
         assert third["2024-06-02"] != {r.partition_key: r.run_key for r in first}["2024-06-02"]
 
 
-def test_alerts_are_posted_without_leaking_the_webhook_token(webhook: type[_Webhook], caplog: pytest.LogCaptureFixture) -> None:
+def test_alerts_are_posted_without_leaking_the_webhook_token(
+    webhook: type[_Webhook], caplog: pytest.LogCaptureFixture
+) -> None:
     log = logging.getLogger("alerts-test")
     with caplog.at_level(logging.INFO):
         assert send_alert({"kind": "run_failure", "summary": "run 1 failed"}, log)
@@ -92,10 +104,14 @@ def test_alerts_are_posted_without_leaking_the_webhook_token(webhook: type[_Webh
     assert "HTTP 500" in caplog.text and "sekrit-token" not in caplog.text
 
 
-def test_without_a_webhook_alerts_are_only_logged(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_without_a_webhook_alerts_are_only_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.delenv("INGEST_ALERT_WEBHOOK_URL", raising=False)
     with caplog.at_level(logging.WARNING):
-        assert not send_alert({"kind": "run_failure", "summary": "boom"}, logging.getLogger("alerts-test"))
+        assert not send_alert(
+            {"kind": "run_failure", "summary": "boom"}, logging.getLogger("alerts-test")
+        )
     assert "alert: run_failure: boom" in caplog.text
 
 
@@ -114,9 +130,15 @@ def test_failed_checks_are_alerted(webhook: type[_Webhook], ingest_env: Path) ->
 
     from ingest_assets.automation.alerts import alert_on_check_failure
 
-    defs = dg.Definitions(assets=[demo], asset_checks=[always_fails, always_passes], resources={"io_manager": dg.mem_io_manager})
+    defs = dg.Definitions(
+        assets=[demo],
+        asset_checks=[always_fails, always_passes],
+        resources={"io_manager": dg.mem_io_manager},
+    )
     with dg.instance_for_test() as instance:
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, run_config=QUIET)
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, run_config=QUIET
+        )
         success = [e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS"][0]
         context = dg.build_run_status_sensor_context(
             sensor_name="alert_on_check_failure",
@@ -125,8 +147,13 @@ def test_failed_checks_are_alerted(webhook: type[_Webhook], ingest_env: Path) ->
             dagster_event=success,
         )
         alert_on_check_failure(context)
-    assert [(a["kind"], a["check"]) for a in webhook.received] == [("check_failure", "always_fails")]
-    assert webhook.received[0]["asset"] == "cleaned/demo" and webhook.received[0]["run_id"] == result.run_id
+    assert [(a["kind"], a["check"]) for a in webhook.received] == [
+        ("check_failure", "always_fails")
+    ]
+    assert (
+        webhook.received[0]["asset"] == "cleaned/demo"
+        and webhook.received[0]["run_id"] == result.run_id
+    )
     assert webhook.received[0]["metadata"] == {"failures": "3"}
 
 

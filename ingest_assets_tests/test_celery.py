@@ -30,7 +30,9 @@ def test_a_run_executes_on_a_celery_worker(tmp_path: Path, sandbox: Sandbox) -> 
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     worker_config = tmp_path / "celery_worker.yaml"
-    worker_config.write_text(f'execution:\n  config:\n    broker: "{BROKER}"\n    backend: "{BROKER}"\n')
+    worker_config.write_text(
+        f'execution:\n  config:\n    broker: "{BROKER}"\n    backend: "{BROKER}"\n'
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_"))}
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",

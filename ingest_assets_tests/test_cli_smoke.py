@@ -31,8 +31,20 @@ def cli_env(home: Path, sandbox: Sandbox) -> dict[str, str]:
 
 def test_dagster_asset_materialize_everything(tmp_path: Path, sandbox: Sandbox) -> None:
     env = cli_env(tmp_path, sandbox)
-    command = [str(DAGSTER), "asset", "materialize", "-m", "ingest_assets.definitions", "--select", "*", "--partition", DEMO_PARTITION]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    command = [
+        str(DAGSTER),
+        "asset",
+        "materialize",
+        "-m",
+        "ingest_assets.definitions",
+        "--select",
+        "*",
+        "--partition",
+        DEMO_PARTITION,
+    ]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "RUN_SUCCESS" in done.stderr
     assert len(read_table(tmp_path, "cleaned.products")) == 250

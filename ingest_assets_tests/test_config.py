@@ -59,7 +59,11 @@ def test_valid_minimal_file(tmp_path: Path) -> None:
         ),
         (
             VALID_REST + "    pagination: {kind: limit_offset, page_size: -1}\n",
-            ["source 'shop'", "field 'pagination.limit_offset.page_size'", "greater than or equal to 1"],
+            [
+                "source 'shop'",
+                "field 'pagination.limit_offset.page_size'",
+                "greater than or equal to 1",
+            ],
         ),
         (
             VALID_REST + "    retry: {max_retries: many}\n",
@@ -81,7 +85,9 @@ def test_valid_minimal_file(tmp_path: Path) -> None:
         ("sources: [\n", ["not valid YAML"]),
     ],
 )
-def test_bad_file_names_file_source_and_field(tmp_path: Path, text: str, expected: list[str]) -> None:
+def test_bad_file_names_file_source_and_field(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as error:
         load_sources(path)
@@ -96,7 +102,9 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_sources(tmp_path / "nope.yaml")
 
 
-def test_definitions_fail_to_load_on_a_bad_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_definitions_fail_to_load_on_a_bad_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path, VALID_REST.replace("connector: rest", "connector: ftp"))
     monkeypatch.setenv("INGEST_SOURCES_FILE", str(path))
     with pytest.raises(ConfigError, match="unknown connector kind 'ftp'"):

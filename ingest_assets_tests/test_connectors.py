@@ -24,12 +24,26 @@ from ingest_assets.sandbox import Faults, Sandbox
 from ingest_assets_tests.conftest import require_service
 
 DAY = dt.date(2024, 6, 1)
-FAST_HTTP = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "retry_after_max_s": 0.05, "rate_limit_per_s": 1000, "burst": 100}
+FAST_HTTP = {
+    "backoff_base_s": 0.01,
+    "backoff_max_s": 0.05,
+    "retry_after_max_s": 0.05,
+    "rate_limit_per_s": 1000,
+    "burst": 100,
+}
 
 
-def source(connector: str, dataset: str = "products", http: dict | None = None, **options: Any) -> SourceConfig:
+def source(
+    connector: str, dataset: str = "products", http: dict | None = None, **options: Any
+) -> SourceConfig:
     return SourceConfig.model_validate(
-        {"name": "s", "connector": connector, "dataset": dataset, "http": {**FAST_HTTP, **(http or {})}, **options}
+        {
+            "name": "s",
+            "connector": connector,
+            "dataset": dataset,
+            "http": {**FAST_HTTP, **(http or {})},
+            **options,
+        }
     )
 
 
@@ -46,7 +60,12 @@ def products_source(url: str, **http: Any) -> SourceConfig:
         base_url=url,
         path="/products",
         record_path="products",
-        pagination={"kind": "limit_offset", "limit_param": "limit", "offset_param": "skip", "page_size": 50},
+        pagination={
+            "kind": "limit_offset",
+            "limit_param": "limit",
+            "offset_param": "skip",
+            "page_size": 50,
+        },
     )
 
 
@@ -86,7 +105,9 @@ def test_malformed_bodies_are_retried(sandbox: Sandbox) -> None:
 
 def test_persistent_failure_gives_up_with_a_clear_error(sandbox: Sandbox) -> None:
     sandbox.set_faults(Faults(error_rate=1.0))
-    with pytest.raises(FetchError, match=r"gave up after 3 attempts: HTTP 50\d from http://127.0.0.1:\d+/products"):
+    with pytest.raises(
+        FetchError, match=r"gave up after 3 attempts: HTTP 50\d from http://127.0.0.1:\d+/products"
+    ):
         fetch(products_source(sandbox.url, max_attempts=3, max_concurrency=1))
 
 
@@ -124,12 +145,27 @@ def test_weather_fans_out_per_city_and_zips_hourly_columns(sandbox: Sandbox) -> 
     assert len(records) == 48
     berlin = [r for r in records if r["city"] == "Berlin"]
     assert [r["time"] for r in berlin][:2] == ["2024-06-01T00:00", "2024-06-01T01:00"]
-    assert set(berlin[0]) == {"city", "latitude", "longitude", "time", "temperature_2m", "precipitation"}
+    assert set(berlin[0]) == {
+        "city",
+        "latitude",
+        "longitude",
+        "time",
+        "temperature_2m",
+        "precipitation",
+    }
 
 
-def test_secret_headers_are_sent_but_never_in_errors(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_headers_are_sent_but_never_in_errors(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SHOP_TOKEN", "tok-123-secret")
-    src = source("rest", base_url=sandbox.url, path="/nope", headers={"Authorization": "Bearer ${SHOP_TOKEN}"}, params={"key": "${SHOP_TOKEN}"})
+    src = source(
+        "rest",
+        base_url=sandbox.url,
+        path="/nope",
+        headers={"Authorization": "Bearer ${SHOP_TOKEN}"},
+        params={"key": "${SHOP_TOKEN}"},
+    )
     with pytest.raises(FetchError) as error:
         fetch(src)
     assert "tok-123-secret" not in str(error.value)
@@ -245,8 +281,16 @@ def test_sql_reads_one_partition_from_sqlite(tmp_path: Path) -> None:
     db = tmp_path / "shop.db"
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE orders (id INTEGER, day TEXT, amount REAL)")
-        con.executemany("INSERT INTO orders VALUES (?, ?, ?)", [(1, "2024-06-01", 9.5), (2, "2024-06-02", 3.0), (3, "2024-06-01", 1.25)])
-    src = source("sql", url=f"sqlite:///{db}", query="SELECT * FROM orders WHERE day = :start ORDER BY id", batch_size=1)
+        con.executemany(
+            "INSERT INTO orders VALUES (?, ?, ?)",
+            [(1, "2024-06-01", 9.5), (2, "2024-06-02", 3.0), (3, "2024-06-01", 1.25)],
+        )
+    src = source(
+        "sql",
+        url=f"sqlite:///{db}",
+        query="SELECT * FROM orders WHERE day = :start ORDER BY id",
+        batch_size=1,
+    )
     ctx = FetchContext(partition_date=DAY)
     batches = collect(get_connector_class("sql")(src), ctx)
     assert [r["id"] for b in batches for r in b] == [1, 3]
@@ -262,7 +306,9 @@ def test_sql_reads_a_postgres_table_by_partition_column() -> None:
     with psycopg.connect(url, autocommit=True) as con:
         con.execute("DROP SCHEMA IF EXISTS connector_test CASCADE")
         con.execute("CREATE SCHEMA connector_test")
-        con.execute("CREATE TABLE connector_test.orders (id int, placed_at timestamptz, amount numeric(8,2))")
+        con.execute(
+            "CREATE TABLE connector_test.orders (id int, placed_at timestamptz, amount numeric(8,2))"
+        )
         con.execute(
             "INSERT INTO connector_test.orders VALUES (1, '2024-06-01 10:00+00', 9.50), "
             "(2, '2024-06-02 00:00+00', 3), (3, '2024-06-01 23:59+00', 1.25)"

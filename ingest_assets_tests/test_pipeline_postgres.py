@@ -37,12 +37,29 @@ def tables(url: str) -> dict[str, pd.DataFrame]:
         for schema, table in found:
             df = read_frame(conn, TableRef(schema, table), None)
             df = df.drop(columns=[c for c in df.columns if c in RUN_SPECIFIC])
-            keys = [c for c in ("partition_date", "source", "id", "partner_sku", "city", "time", "product_id", "category", "observed_at", "record") if c in df.columns]
+            keys = [
+                c
+                for c in (
+                    "partition_date",
+                    "source",
+                    "id",
+                    "partner_sku",
+                    "city",
+                    "time",
+                    "product_id",
+                    "category",
+                    "observed_at",
+                    "record",
+                )
+                if c in df.columns
+            ]
             frames[f"{schema}.{table}"] = df.sort_values(keys, kind="stable").reset_index(drop=True)
     return frames
 
 
-def test_the_whole_pipeline_on_postgres_twice(pg_url: str, tmp_path: Path, sandbox: Sandbox) -> None:
+def test_the_whole_pipeline_on_postgres_twice(
+    pg_url: str, tmp_path: Path, sandbox: Sandbox
+) -> None:
     with temp_database("ingest_instance") as instance_url:
         home = tmp_path / "dagster_home"
         home.mkdir()
@@ -55,16 +72,34 @@ def test_the_whole_pipeline_on_postgres_twice(pg_url: str, tmp_path: Path, sandb
             DUMMYJSON_BASE_URL=sandbox.url,
             OPEN_METEO_BASE_URL=sandbox.url,
         )
-        command = [str(DAGSTER), "asset", "materialize", "-m", "ingest_assets.definitions", "--select", "*", "--partition", DEMO_PARTITION]
+        command = [
+            str(DAGSTER),
+            "asset",
+            "materialize",
+            "-m",
+            "ingest_assets.definitions",
+            "--select",
+            "*",
+            "--partition",
+            DEMO_PARTITION,
+        ]
         snapshots = []
         # First the production executor (a process per step); the re-run in one process keeps
         # the suite quick on two cores and must give the same tables all the same.
         for executor in ("multiprocess", "in_process"):
             done = subprocess.run(
-                command, env={**env, "INGEST_EXECUTOR": executor}, capture_output=True, text=True, timeout=900, cwd=tmp_path
+                command,
+                env={**env, "INGEST_EXECUTOR": executor},
+                capture_output=True,
+                text=True,
+                timeout=900,
+                cwd=tmp_path,
             )
             assert done.returncode == 0, done.stderr[-4000:]
-            assert f"Executing steps {'using multiprocess executor' if executor == 'multiprocess' else 'in process'}" in done.stderr
+            assert (
+                f"Executing steps {'using multiprocess executor' if executor == 'multiprocess' else 'in process'}"
+                in done.stderr
+            )
             snapshots.append(tables(pg_url))
 
         first, second = snapshots
@@ -78,7 +113,10 @@ def test_the_whole_pipeline_on_postgres_twice(pg_url: str, tmp_path: Path, sandb
             "WHERE i.indrelid = 'cleaned.products'::regclass AND i.indisprimary ORDER BY a.attname",
         )
         assert [k for (k,) in keys] == ["partition_date", "product_id", "source"]
-        assert query(pg_url, "SELECT data_type FROM information_schema.columns WHERE table_schema='quarantine' AND table_name='records' AND column_name='errors'") == [("jsonb",)]
+        assert query(
+            pg_url,
+            "SELECT data_type FROM information_schema.columns WHERE table_schema='quarantine' AND table_name='records' AND column_name='errors'",
+        ) == [("jsonb",)]
 
         runs = query(instance_url, "SELECT status FROM runs ORDER BY create_timestamp")
         assert [status for (status,) in runs] == ["SUCCESS", "SUCCESS"]

@@ -49,7 +49,9 @@ def installed_plugin(tmp_path: Path) -> Iterator[None]:
     (site / "static_catalog_plugin" / "__init__.py").write_text(PLUGIN)
     dist = site / "static_catalog_plugin-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: static-catalog-plugin\nVersion: 0.1\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: static-catalog-plugin\nVersion: 0.1\n"
+    )
     (dist / "entry_points.txt").write_text(
         "[ingest_assets.connectors]\nstatic_catalog = static_catalog_plugin:StaticCatalog\n"
     )
@@ -80,7 +82,9 @@ def sources_file(tmp_path: Path, options: str) -> Path:
     return path
 
 
-def test_plugin_source_is_materialized(installed_plugin: None, tmp_path: Path, ingest_env: Path) -> None:
+def test_plugin_source_is_materialized(
+    installed_plugin: None, tmp_path: Path, ingest_env: Path
+) -> None:
     assert "static_catalog" in registry.registered_kinds()
     defs = build_definitions(load_sources(sources_file(tmp_path, "count: 4")))
     with dg.instance_for_test() as instance:
@@ -95,9 +99,9 @@ def test_plugin_source_is_materialized(installed_plugin: None, tmp_path: Path, i
     quarantined = read_table(ingest_env, "quarantine.records")
     assert len(quarantined) == 1 and '"check": "not_nullable"' in quarantined["errors"][0]
     ingestion = read_table(ingest_env, "metrics.ingestion")
-    assert ingestion[["source", "records_fetched", "records_valid", "records_quarantined", "requests"]].values.tolist() == [
-        ["tool_catalog", 4, 3, 1, 1]
-    ]
+    assert ingestion[
+        ["source", "records_fetched", "records_valid", "records_quarantined", "requests"]
+    ].values.tolist() == [["tool_catalog", 4, 3, 1, 1]]
 
 
 def test_plugin_options_are_validated_at_load(installed_plugin: None, tmp_path: Path) -> None:

@@ -1,6 +1,5 @@
 """What every asset shares: the daily partitions and reading a partition window."""
 
-
 import datetime as dt
 import time
 from collections.abc import Callable

@@ -4,7 +4,6 @@ Every raw record goes through the same split (``quality.validate.split_records``
 become ``cleaned/<dataset>``, the rest ``quarantine/records`` with their reasons.
 """
 
-
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,9 @@ def raw_ins(sources: Sequence[SourceConfig]) -> dict[str, dg.AssetIn]:
     return {raw_input_name(s): dg.AssetIn(key=["raw", s.name]) for s in sources}
 
 
-def split_source(source: SourceConfig, raw: pd.DataFrame, run_id: str, at: pd.Timestamp) -> SplitResult:
+def split_source(
+    source: SourceConfig, raw: pd.DataFrame, run_id: str, at: pd.Timestamp
+) -> SplitResult:
     """The one split every asset uses, so cleaned and quarantine always agree."""
     return split_records(
         raw,
@@ -63,7 +64,9 @@ def _sorted(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return df.sort_values(list(by), kind="stable").reset_index(drop=True) if len(df) else df
 
 
-def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[dg.AssetsDefinition]:
+def build_dataset_assets(
+    dataset: str, sources: Sequence[SourceConfig]
+) -> list[dg.AssetsDefinition]:
     """cleaned/, features/ and metrics/ assets for one dataset fed by ``sources``."""
     steps = DATASETS[dataset]
     names = {raw_input_name(s): s for s in sources}
@@ -79,7 +82,9 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
         metadata={"primary_key": PRIMARY_KEYS[("cleaned", dataset)]},
     )
     @timed
-    def _cleaned(context: dg.AssetExecutionContext, **raws: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    def _cleaned(
+        context: dg.AssetExecutionContext, **raws: pd.DataFrame
+    ) -> dg.Output[pd.DataFrame]:
         at = now_utc()
         parts, per_source = [], {}
         for name, raw in raws.items():
@@ -104,12 +109,17 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
         metadata={"primary_key": PRIMARY_KEYS[("features", dataset)]},
     )
     @timed
-    def _features(context: dg.AssetExecutionContext, cleaned: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    def _features(
+        context: dg.AssetExecutionContext, cleaned: pd.DataFrame
+    ) -> dg.Output[pd.DataFrame]:
         with recording() as steps_run:
             features = _sorted(steps.features(cleaned), steps.sort_by)
         return dg.Output(
             features,
-            metadata={"dagster/row_count": len(features), "steps": dg.MetadataValue.json(steps_run.as_metadata())},
+            metadata={
+                "dagster/row_count": len(features),
+                "steps": dg.MetadataValue.json(steps_run.as_metadata()),
+            },
         )
 
     @derived_asset(
@@ -120,7 +130,9 @@ def build_dataset_assets(dataset: str, sources: Sequence[SourceConfig]) -> list[
         metadata={"primary_key": PRIMARY_KEYS[("metrics", dataset)]},
     )
     @timed
-    def _metrics(context: dg.AssetExecutionContext, features: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    def _metrics(
+        context: dg.AssetExecutionContext, features: pd.DataFrame
+    ) -> dg.Output[pd.DataFrame]:
         metrics = steps.metrics(features)
         return dg.Output(metrics, metadata={"dagster/row_count": len(metrics)})
 
@@ -142,16 +154,23 @@ def build_quarantine_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefiniti
         metadata={"json_columns": ["record", "errors"]},
     )
     @timed
-    def quarantine_records(context: dg.AssetExecutionContext, **raws: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    def quarantine_records(
+        context: dg.AssetExecutionContext, **raws: pd.DataFrame
+    ) -> dg.Output[pd.DataFrame]:
         at = now_utc()
-        parts = [split_source(names[n], raw, context.run.run_id, at).quarantined for n, raw in raws.items()]
+        parts = [
+            split_source(names[n], raw, context.run.run_id, at).quarantined
+            for n, raw in raws.items()
+        ]
         quarantined = pd.concat(parts, ignore_index=True)[QUARANTINE_COLUMNS]
         per_source: Mapping[str, int] = quarantined["source"].value_counts().to_dict()
         return dg.Output(
             quarantined,
             metadata={
                 "dagster/row_count": len(quarantined),
-                "per_source": dg.MetadataValue.json({s.name: int(per_source.get(s.name, 0)) for s in sources}),
+                "per_source": dg.MetadataValue.json(
+                    {s.name: int(per_source.get(s.name, 0)) for s in sources}
+                ),
                 "top_reasons": dg.MetadataValue.json(top_reasons(quarantined)),
             },
         )

@@ -5,7 +5,6 @@ durations from the raw assets' materialization metadata in Dagster's event log, 
 asset recorded them per day (``fetch_stats``).
 """
 
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +23,9 @@ def latest_fetch_stats(
 ) -> dict[str, Any] | None:
     """The raw asset's recorded stats for one partition, from its latest materialization."""
     result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["raw", source.name]), asset_partitions=[partition_key]),
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(["raw", source.name]), asset_partitions=[partition_key]
+        ),
         limit=1,
     )
     if not result.records:
@@ -61,7 +62,9 @@ def build_ingestion_metrics_asset(sources: Sequence[SourceConfig]) -> dg.AssetsD
     names = {raw_input_name(s): s for s in sources}
     date_only = {"columns": ["partition_date"]}
     ins = {n: dg.AssetIn(key=["raw", s.name], metadata=date_only) for n, s in names.items()}
-    ins["quarantine"] = dg.AssetIn(key=["quarantine", "records"], metadata={"columns": ["partition_date", "source"]})
+    ins["quarantine"] = dg.AssetIn(
+        key=["quarantine", "records"], metadata={"columns": ["partition_date", "source"]}
+    )
 
     @derived_asset(
         key=["metrics", "ingestion"],
@@ -80,10 +83,15 @@ def build_ingestion_metrics_asset(sources: Sequence[SourceConfig]) -> dg.AssetsD
         rows = []
         for day in partition_days(context):
             stamp = pd.Timestamp(day)
-            fetched = {names[n].name: int((raw["partition_date"] == stamp).sum()) for n, raw in raws.items()}
+            fetched = {
+                names[n].name: int((raw["partition_date"] == stamp).sum())
+                for n, raw in raws.items()
+            }
             on_day = quarantine[quarantine["partition_date"] == stamp]
             quarantined = on_day["source"].value_counts().to_dict()
-            stats = {s.name: latest_fetch_stats(context.instance, s, day.isoformat()) for s in sources}
+            stats = {
+                s.name: latest_fetch_stats(context.instance, s, day.isoformat()) for s in sources
+            }
             missing = [name for name, found in stats.items() if found is None]
             if missing:
                 context.log.warning(
@@ -92,7 +100,14 @@ def build_ingestion_metrics_asset(sources: Sequence[SourceConfig]) -> dg.AssetsD
                 )
             rows.extend(ingestion_rows(stamp, sources, fetched, quarantined, stats))
         frame = pd.DataFrame(rows)
-        for column in ("records_fetched", "records_valid", "records_quarantined", "requests", "retries", "failed_requests"):
+        for column in (
+            "records_fetched",
+            "records_valid",
+            "records_quarantined",
+            "requests",
+            "retries",
+            "failed_requests",
+        ):
             frame[column] = frame[column].astype("Int64")
         frame["duration_s"] = frame["duration_s"].astype(float)
         frame["partition_date"] = frame["partition_date"].astype("datetime64[ns]")

@@ -1,6 +1,5 @@
 """One raw asset per configured source: fetch the partition, store records as fetched."""
 
-
 import time
 from typing import Any
 
@@ -35,7 +34,9 @@ class _Progress:
             self.context.log.info(f"progress: {message} (batch {self.events})")
 
 
-def fetch_partition(source: SourceConfig, context: dg.AssetExecutionContext) -> tuple[pd.DataFrame, dict[str, Any]]:
+def fetch_partition(
+    source: SourceConfig, context: dg.AssetExecutionContext
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Fetch every day of the run's window; returns the raw frame and per-day fetch stats."""
     connector = get_connector_class(source.connector)(source)
     frames, per_day = [], {}
@@ -101,7 +102,10 @@ def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
     def _raw(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
         started = time.perf_counter()
         frame, per_day = fetch_partition(source, context)
-        totals = {k: sum(d[k] for d in per_day.values()) for k in ("requests", "retries", "failed_requests")}
+        totals = {
+            k: sum(d[k] for d in per_day.values())
+            for k in ("requests", "retries", "failed_requests")
+        }
         context.log.info(f"{source.name}: {len(frame)} records, {totals}")
         return dg.Output(
             frame,

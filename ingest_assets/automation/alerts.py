@@ -4,7 +4,6 @@ Without the variable, alerts are only logged. The webhook URL may carry a token,
 never logged; a failed POST is logged with its status only.
 """
 
-
 import os
 from typing import Any
 
@@ -50,7 +49,9 @@ def failed_check_alerts(instance: dg.DagsterInstance, run_id: str) -> list[dict[
                 "partition": evaluation.partition,
                 "severity": evaluation.severity.value,
                 "run_id": run_id,
-                "metadata": {k: str(getattr(v, "value", v)) for k, v in evaluation.metadata.items()},
+                "metadata": {
+                    k: str(getattr(v, "value", v)) for k, v in evaluation.metadata.items()
+                },
             }
         )
     return alerts

@@ -1,6 +1,5 @@
 """Jobs: one per source (its raw asset) and one for the whole pipeline."""
 
-
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 

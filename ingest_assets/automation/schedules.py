@@ -14,7 +14,9 @@ def previous_day(scheduled: dt.datetime) -> str:
     return (scheduled.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
 
 
-def build_source_schedule(source: SourceConfig, job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_source_schedule(
+    source: SourceConfig, job: UnresolvedAssetJobDefinition
+) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=f"{source.name}_daily",
         cron_schedule=source.schedule,

@@ -1,6 +1,5 @@
 """Landing sensors: a file that lands for a day starts a run of its source for that day."""
 
-
 import datetime as dt
 import re
 from pathlib import Path
@@ -33,7 +32,9 @@ def landed_files(source: SourceConfig) -> list[tuple[str, Path]]:
     return found
 
 
-def build_landing_sensor(source: SourceConfig, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+def build_landing_sensor(
+    source: SourceConfig, job: UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{source.name}_landing",
         job=job,

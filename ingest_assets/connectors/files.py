@@ -88,7 +88,9 @@ class CsvConnector(FileConnector):
 
     def records(self, path: Path) -> Iterator[dict[str, Any]]:
         with path.open(newline="", encoding=self.options.encoding) as handle:
-            reader = csv.DictReader(handle, delimiter=self.options.delimiter, restkey="_extra_fields")
+            reader = csv.DictReader(
+                handle, delimiter=self.options.delimiter, restkey="_extra_fields"
+            )
             for row in reader:
                 if "_extra_fields" in row:
                     row[PARSE_ERROR] = f"line {reader.line_num}: more fields than the header names"
@@ -117,7 +119,10 @@ class JsonlConnector(FileConnector):
                 if isinstance(value, dict):
                     yield value
                 else:
-                    yield {PARSE_ERROR: f"line {number}: not a JSON object", "_raw_line": line.rstrip("\n")}
+                    yield {
+                        PARSE_ERROR: f"line {number}: not a JSON object",
+                        "_raw_line": line.rstrip("\n"),
+                    }
 
 
 @register

@@ -133,11 +133,15 @@ def with_retries(
                     attempt += 1
                     if attempt >= settings.max_attempts:
                         raise FetchError(f"gave up after {attempt} attempts: {exc}") from exc
-                    delay = backoff_delay(attempt, settings.backoff_base_s, settings.backoff_max_s, rng)
+                    delay = backoff_delay(
+                        attempt, settings.backoff_base_s, settings.backoff_max_s, rng
+                    )
                     if exc.retry_after is not None:
                         delay = max(delay, min(exc.retry_after, settings.retry_after_max_s))
                     stats.retries += 1
-                    log.warning("retry %d/%d in %.2fs: %s", attempt, settings.max_attempts - 1, delay, exc)
+                    log.warning(
+                        "retry %d/%d in %.2fs: %s", attempt, settings.max_attempts - 1, delay, exc
+                    )
                     await asyncio.sleep(delay)
 
         return wrapper
@@ -182,12 +186,16 @@ class ResilientClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
 
-    async def get_json(self, url: str, params: Mapping[str, Any] | None = None) -> tuple[Any, httpx.Headers]:
+    async def get_json(
+        self, url: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[Any, httpx.Headers]:
         """GET a JSON document, retrying transient failures; returns (body, headers)."""
         attempt = with_retries(self.settings, self.stats, self.log)(self._attempt)
         return await attempt(url, params)
 
-    async def _attempt(self, url: str, params: Mapping[str, Any] | None) -> tuple[Any, httpx.Headers]:
+    async def _attempt(
+        self, url: str, params: Mapping[str, Any] | None
+    ) -> tuple[Any, httpx.Headers]:
         self.breaker.before_call()
         await self.limiter.acquire()
         async with self.semaphore:
@@ -201,7 +209,9 @@ class ResilientClient:
             self._failed()
             where = f"HTTP {response.status_code} from {safe_url(response.url)}"
             if response.status_code in RETRYABLE_STATUS:
-                raise RetryableError(where, retry_after_seconds(response.headers.get("Retry-After")))
+                raise RetryableError(
+                    where, retry_after_seconds(response.headers.get("Retry-After"))
+                )
             raise FetchError(f"{where}: {response.text[:200]}")
         try:
             body = json.loads(response.content)

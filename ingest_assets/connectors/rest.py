@@ -104,7 +104,8 @@ def rows_from(body: Any, record_path: str | None, layout: str) -> list[dict[str,
             raise FetchError(f"{record_path!r} arrays differ in length: {sorted(lengths)}")
         count = lengths.pop() if lengths else 0
         return [
-            {k: (v[i] if isinstance(v, list) else v) for k, v in found.items()} for i in range(count)
+            {k: (v[i] if isinstance(v, list) else v) for k, v in found.items()}
+            for i in range(count)
         ]
     if not isinstance(found, list):
         raise FetchError(f"{record_path or 'the body'} is not a list of records")
@@ -124,7 +125,9 @@ class RestConnector(Connector):
         headers = self.resolved({**self.source.http.headers, **opts.headers}, ctx)
         async with ResilientClient(self.source.http, ctx.stats, ctx.log, headers) as client:
             items = opts.fan_out or [{}]
-            producers = [lambda item=item: self._one_request_set(client, ctx, item) for item in items]
+            producers = [
+                lambda item=item: self._one_request_set(client, ctx, item) for item in items
+            ]
             async for batch in fan_in(producers, max_buffered=self.source.http.max_concurrency * 2):
                 yield batch
 
@@ -168,7 +171,9 @@ class RestConnector(Connector):
             else:
                 offset, pages = len(rows), 1
                 while len(rows) == page.page_size and pages < page.max_pages:
-                    _, rows = await get({page.limit_param: page.page_size, page.offset_param: offset})
+                    _, rows = await get(
+                        {page.limit_param: page.page_size, page.offset_param: offset}
+                    )
                     offset, pages = offset + len(rows), pages + 1
                     if rows:
                         yield rows
@@ -178,7 +183,9 @@ class RestConnector(Connector):
             yield rows
             total_pages = dig(body, page.total_pages_path) if page.total_pages_path else None
             if isinstance(total_pages, int):
-                numbers = range(page.first_page + 1, page.first_page + min(total_pages, page.max_pages))
+                numbers = range(
+                    page.first_page + 1, page.first_page + min(total_pages, page.max_pages)
+                )
                 calls = [lambda n=n: get({page.page_param: n, **size}) for n in numbers]
                 async for _, more in bounded_gather(calls, self.source.http.max_concurrency):
                     yield more

@@ -56,7 +56,9 @@ class SqlConnector(Connector):
         table = ".".join(f'"{part}"' for part in opts.table.split("."))  # type: ignore[union-attr]
         where = ""
         if opts.partition_column:
-            where = f' WHERE "{opts.partition_column}" >= :start AND "{opts.partition_column}" < :end'
+            where = (
+                f' WHERE "{opts.partition_column}" >= :start AND "{opts.partition_column}" < :end'
+            )
         return sa.text(f"SELECT * FROM {table}{where}")
 
     async def fetch(self, ctx: FetchContext) -> AsyncIterator[Batch]:

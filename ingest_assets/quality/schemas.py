@@ -98,7 +98,9 @@ class MetricsProducts(PartitionedModel):
 
     @pa.dataframe_check(name="price_order")
     def price_order(cls, df: pd.DataFrame) -> Series[bool]:
-        return (df["price_min"] <= df["price_mean"] + 1e-9) & (df["price_mean"] <= df["price_max"] + 1e-9)
+        return (df["price_min"] <= df["price_mean"] + 1e-9) & (
+            df["price_mean"] <= df["price_max"] + 1e-9
+        )
 
     @pa.dataframe_check(name="shares_sum_to_one")
     def shares_sum_to_one(cls, df: pd.DataFrame) -> Series[bool]:
@@ -148,7 +150,9 @@ class MetricsWeather(PartitionedModel):
 
     @pa.dataframe_check(name="temp_order")
     def temp_order(cls, df: pd.DataFrame) -> Series[bool]:
-        return (df["temp_min"] <= df["temp_mean"] + 1e-9) & (df["temp_mean"] <= df["temp_max"] + 1e-9)
+        return (df["temp_min"] <= df["temp_mean"] + 1e-9) & (
+            df["temp_mean"] <= df["temp_max"] + 1e-9
+        )
 
     class Config:
         unique = ["partition_date", "city"]

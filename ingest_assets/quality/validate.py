@@ -153,13 +153,18 @@ def split_records(
         columns[field] = pd.Series(values, dtype=pandas_dtype)
     for i, record in enumerate(records):
         if record.get(PARSE_ERROR):
-            errors[i].append({"column": None, "check": "parse", "message": str(record[PARSE_ERROR])})
+            errors[i].append(
+                {"column": None, "check": "parse", "message": str(record[PARSE_ERROR])}
+            )
 
     frame = pd.DataFrame(
         {
             "partition_date": pd.to_datetime(raw["partition_date"]).to_numpy(),
             "source": source,
-            **{f: columns[f].to_numpy() if columns[f].dtype == object else columns[f].array for f in fields},
+            **{
+                f: columns[f].to_numpy() if columns[f].dtype == object else columns[f].array
+                for f in fields
+            },
             "_run_id": run_id,
             "_ingested_at": pd.to_datetime(raw["_ingested_at"], utc=True).to_numpy(),
         }
@@ -182,7 +187,13 @@ def split_records(
     repeated = frame[ok].duplicated(subset=["partition_date", *key], keep="first")
     for i in repeated[repeated].index:
         values = ", ".join(f"{k}={frame.at[i, k]}" for k in key)
-        errors[i].append({"column": ",".join(key), "check": "duplicate", "message": f"repeats the key of an earlier valid record ({values})"})
+        errors[i].append(
+            {
+                "column": ",".join(key),
+                "check": "duplicate",
+                "message": f"repeats the key of an earlier valid record ({values})",
+            }
+        )
         ok[i] = False
 
     valid = frame[ok].reset_index(drop=True)[list(schema.columns)]
@@ -204,7 +215,9 @@ def split_records(
     return SplitResult(valid=valid, quarantined=quarantined)
 
 
-def schema_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> list[tuple[int, str | None, str, str]]:
+def schema_failures(
+    frame: pd.DataFrame, schema: pa.DataFrameSchema
+) -> list[tuple[int, str | None, str, str]]:
     """Row-level failures of a schema's checks, uniqueness left out (handled as ``duplicate``)."""
     row_schema = copy.deepcopy(schema)
     row_schema.unique = None

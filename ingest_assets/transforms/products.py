@@ -21,7 +21,9 @@ def normalize_products(df: pd.DataFrame) -> pd.DataFrame:
 
 def rating_bucket(rating: pd.Series) -> pd.Series:
     """``low`` < 3 ≤ ``medium`` < 4 ≤ ``high``; null where the rating is null."""
-    buckets = np.select([rating < 3, rating < 4, rating >= 4], ["low", "medium", "high"], default="")
+    buckets = np.select(
+        [rating < 3, rating < 4, rating >= 4], ["low", "medium", "high"], default=""
+    )
     return pd.Series(buckets, index=rating.index, dtype=object).where(rating.notna(), None)
 
 
@@ -45,7 +47,9 @@ def add_price_scaling(df: pd.DataFrame) -> pd.DataFrame:
 
 @step
 def add_flags(df: pd.DataFrame) -> pd.DataFrame:
-    return df.assign(rating_bucket=rating_bucket(df["rating"]), in_stock=(df["stock"] > 0).astype(bool))
+    return df.assign(
+        rating_bucket=rating_bucket(df["rating"]), in_stock=(df["stock"] > 0).astype(bool)
+    )
 
 
 build_features = pipeline(add_final_price, add_price_scaling, add_flags)
@@ -81,7 +85,17 @@ def _empty_metrics() -> pd.DataFrame:
             "partition_date": pd.Series(dtype="datetime64[ns]"),
             "category": pd.Series(dtype=object),
             "product_count": pd.Series(dtype="Int64"),
-            **{c: pd.Series(dtype=float) for c in ("price_min", "price_max", "price_mean", "price_median", "final_price_mean", "rating_mean")},
+            **{
+                c: pd.Series(dtype=float)
+                for c in (
+                    "price_min",
+                    "price_max",
+                    "price_mean",
+                    "price_median",
+                    "final_price_mean",
+                    "rating_mean",
+                )
+            },
             "stock_total": pd.Series(dtype="Int64"),
             "share": pd.Series(dtype=float),
         }

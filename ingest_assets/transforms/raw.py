@@ -27,7 +27,10 @@ def _cell(value: Any) -> Any:
 
 
 def raw_frame(
-    records: Iterable[dict[str, Any]], partition_date: dt.date, run_id: str, ingested_at: pd.Timestamp
+    records: Iterable[dict[str, Any]],
+    partition_date: dt.date,
+    run_id: str,
+    ingested_at: pd.Timestamp,
 ) -> pd.DataFrame:
     """Flatten top-level fields into columns; nested values stay JSON text; types left to pandas.
 
@@ -47,11 +50,15 @@ def raw_frame(
     frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
     for column in frame.columns:
         if frame[column].dtype == object:
-            frame[column] = frame[column].map(lambda v: None if v is None else str(v)).astype(object)
+            frame[column] = (
+                frame[column].map(lambda v: None if v is None else str(v)).astype(object)
+            )
     frame.insert(0, "partition_date", pd.Timestamp(partition_date))
     frame["_run_id"] = run_id
     frame["_ingested_at"] = ingested_at
     frame["_record"] = originals
     frame["partition_date"] = frame["partition_date"].astype("datetime64[ns]")
-    frame["_ingested_at"] = pd.to_datetime(frame["_ingested_at"], utc=True).astype("datetime64[ns, UTC]")
+    frame["_ingested_at"] = pd.to_datetime(frame["_ingested_at"], utc=True).astype(
+        "datetime64[ns, UTC]"
+    )
     return frame

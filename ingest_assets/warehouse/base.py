@@ -51,7 +51,11 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             definition_list(metadata, "primary_key"),
         )
         context.add_output_metadata(
-            {"dagster/row_count": len(obj), "dagster/table_name": str(table), "warehouse": self.warehouse}
+            {
+                "dagster/row_count": len(obj),
+                "dagster/table_name": str(table),
+                "warehouse": self.warehouse,
+            }
         )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:

@@ -130,7 +130,9 @@ def normalize_loaded(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def check_partition_column(df: pd.DataFrame, table: TableRef, bounds: tuple[dt.date, dt.date]) -> None:
+def check_partition_column(
+    df: pd.DataFrame, table: TableRef, bounds: tuple[dt.date, dt.date]
+) -> None:
     """Refuse to write rows that fall outside the partition being replaced."""
     if PARTITION_COLUMN not in df.columns:
         raise WarehouseError(f"{table}: a partitioned table needs a {PARTITION_COLUMN!r} column")

@@ -35,7 +35,12 @@ DUCKDB_TYPES = {
     "json": "VARCHAR",
 }
 # Writing a narrower type into a wider column is safe; anything else is a conflict.
-_WIDENS = {("BIGINT", "DOUBLE"), ("BOOLEAN", "VARCHAR"), ("BIGINT", "VARCHAR"), ("DOUBLE", "VARCHAR")}
+_WIDENS = {
+    ("BIGINT", "DOUBLE"),
+    ("BOOLEAN", "VARCHAR"),
+    ("BIGINT", "VARCHAR"),
+    ("DOUBLE", "VARCHAR"),
+}
 _LOCK_ATTEMPTS = 40
 
 

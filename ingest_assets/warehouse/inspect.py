@@ -29,7 +29,9 @@ def partition_counts(url: str, partition: str) -> dict[str, int]:
     counts = {}
     for schema, table in _query(url, TABLES_SQL):
         target = f"{quote_ident(schema)}.{quote_ident(table)}"
-        sql = f"SELECT count(*) FROM {target} WHERE {quote_ident(PARTITION_COLUMN)} = CAST(? AS DATE)"
+        sql = (
+            f"SELECT count(*) FROM {target} WHERE {quote_ident(PARTITION_COLUMN)} = CAST(? AS DATE)"
+        )
         counts[f"{schema}.{table}"] = _query(url, sql, [partition])[0][0]
     return counts
 
