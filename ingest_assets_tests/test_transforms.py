@@ -177,3 +177,19 @@ def test_steps_compose_and_record_their_timings() -> None:
         ("drop_small", 3, 2),
     ]
     assert set(log.as_metadata()) == {"double", "drop_small"}
+
+
+def test_raw_batches_typed_differently_become_one_text_column() -> None:
+    import datetime as dt
+
+    from ingest_assets.transforms.raw import concat_raw, raw_frame
+
+    at = pd.Timestamp("2024-06-01T01:00", tz="UTC")
+    first = raw_frame([{"id": 1, "price": 9.5, "tags": ["a"]}], dt.date(2024, 6, 1), "r", at)
+    second = raw_frame([{"id": 2, "price": "n/a", "Odd Name!": 1}], dt.date(2024, 6, 1), "r", at)
+    frame = concat_raw([first, second])
+    assert frame["price"].tolist() == ["9.5", "n/a"]
+    assert frame["tags"].tolist() == ['["a"]', None]
+    assert frame["odd_name"].tolist()[1] == 1
+    assert list(frame.columns[:1]) == ["partition_date"] and "_record" in frame.columns
+    assert frame["_record"].tolist()[1] == '{"Odd Name!": 1, "id": 2, "price": "n/a"}'

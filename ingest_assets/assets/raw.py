@@ -13,7 +13,7 @@ from ingest_assets.connectors import FetchContext, FetchStats, collect, get_conn
 from ingest_assets.connectors.files import MissingFileError
 from ingest_assets.connectors.http import FetchError
 from ingest_assets.quality.drift import drift_by_day
-from ingest_assets.transforms.raw import raw_frame
+from ingest_assets.transforms.raw import concat_raw, raw_frame
 
 PROGRESS_EVERY_S = 5.0
 
@@ -41,13 +41,16 @@ def fetch_partition(
     connector = get_connector_class(source.connector)(source)
     frames, per_day = [], {}
     ingested_at = now_utc()
+    run_id = context.run.run_id
     progress = _Progress(context)
     for day in partition_days(context):
         stats = FetchStats()
         started = time.perf_counter()
         ctx = FetchContext(partition_date=day, stats=stats, log=context.log, on_progress=progress)
         try:
-            batches = collect(connector, ctx)
+            batches = collect(
+                connector, ctx, lambda batch, day=day: raw_frame(batch, day, run_id, ingested_at)
+            )
         except MissingFileError as exc:
             raise dg.Failure(
                 description=f"{source.name}: {exc}. The landing sensor starts a run once it arrives.",
@@ -58,15 +61,13 @@ def fetch_partition(
                 description=f"{source.name}: {exc}",
                 metadata={**stats.as_dict(), "partition_date": day.isoformat()},
             ) from None
-        records = [record for batch in batches for record in batch]
-        frames.append(raw_frame(records, day, context.run.run_id, ingested_at))
+        frames.extend(batches or [raw_frame([], day, run_id, ingested_at)])
         per_day[day.isoformat()] = {
             **stats.as_dict(),
-            "records_fetched": len(records),
+            "records_fetched": stats.records,
             "duration_s": round(time.perf_counter() - started, 3),
         }
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return frame, per_day
+    return concat_raw(frames), per_day
 
 
 SECRET_BEARING_OPTIONS = ("headers", "url")

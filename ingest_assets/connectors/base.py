@@ -8,12 +8,13 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from ingest_assets.config import SourceConfig, resolve_env
 
+T = TypeVar("T")
 Record = dict[str, Any]
 Batch = list[Record]
 
@@ -84,15 +85,21 @@ class Connector(ABC):
         """Yield batches of records (plain dicts) for ``ctx.partition_date``."""
 
 
-async def _drain(connector: Connector, ctx: FetchContext) -> list[Batch]:
-    batches = []
+async def _drain(connector: Connector, ctx: FetchContext, each: Callable[[Batch], T]) -> list[T]:
+    results = []
     async for batch in connector.fetch(ctx):
         ctx.stats.batches += 1
         ctx.stats.records += len(batch)
-        batches.append(batch)
-    return batches
+        results.append(each(batch))
+    return results
 
 
-def collect(connector: Connector, ctx: FetchContext) -> list[Batch]:
-    """Run a connector to completion from synchronous code (an asset body)."""
-    return asyncio.run(_drain(connector, ctx))
+def collect(
+    connector: Connector, ctx: FetchContext, each: Callable[[Batch], T] = lambda batch: batch
+) -> list[T]:
+    """Run a connector to completion from synchronous code (an asset body).
+
+    ``each`` turns every batch into what the caller keeps (e.g. a DataFrame) as it arrives, so
+    the plain-dict records of a batch are released before the next batch is fetched.
+    """
+    return asyncio.run(_drain(connector, ctx, each))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -47,12 +48,7 @@ def raw_frame(
                 name = f"{name}_"
             row[name] = _cell(value)
         rows.append(row)
-    frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
-    for column in frame.columns:
-        if frame[column].dtype == object:
-            frame[column] = (
-                frame[column].map(lambda v: None if v is None else str(v)).astype(object)
-            )
+    frame = text_object_columns(pd.DataFrame.from_records(rows) if rows else pd.DataFrame())
     frame.insert(0, "partition_date", pd.Timestamp(partition_date))
     frame["_run_id"] = run_id
     frame["_ingested_at"] = ingested_at
@@ -62,3 +58,25 @@ def raw_frame(
         "datetime64[ns, UTC]"
     )
     return frame
+
+
+def _text(value: Any) -> str | None:
+    # A concat fills the gaps of object columns with NaN: a gap is null, not the text "nan".
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def text_object_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Make every object column plain text (or null), so mixed values never mix types."""
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(_text).astype(object)
+    return frame
+
+
+def concat_raw(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Batches of one fetch as one raw frame: a column typed differently per batch becomes text."""
+    if len(frames) == 1:
+        return frames[0]
+    return text_object_columns(pd.concat(frames, ignore_index=True))
