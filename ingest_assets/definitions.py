@@ -14,7 +14,7 @@ from ingest_assets.assets.replay import build_history_asset, build_replay_job
 from ingest_assets.automation.alerts import alert_on_check_failure, alert_on_run_failure
 from ingest_assets.automation.jobs import build_jobs, source_job_name
 from ingest_assets.automation.schedules import build_schedules
-from ingest_assets.automation.sensors import build_landing_sensor
+from ingest_assets.automation.sensors import build_automation_sensor, build_landing_sensor
 from ingest_assets.config import DATASETS, SourcesFile, load_sources
 from ingest_assets.executors import build_executor
 from ingest_assets.warehouse import build_io_manager
@@ -51,7 +51,7 @@ def build_definitions(
         asset_checks=build_quality_checks(sources.sources, {key for a in assets for key in a.keys}),
         jobs=[*jobs, build_replay_job(sources.sources)],
         schedules=build_schedules(sources.sources, jobs_by_name),
-        sensors=[*sensors, alert_on_run_failure, alert_on_check_failure],
+        sensors=[*sensors, build_automation_sensor(), alert_on_run_failure, alert_on_check_failure],
         resources={"io_manager": build_io_manager(warehouse_url)},
         executor=build_executor(),
     )

@@ -168,3 +168,39 @@ def test_executor_follows_the_warehouse_and_the_variable(monkeypatch: pytest.Mon
     monkeypatch.setenv("INGEST_EXECUTOR", "threads")
     with pytest.raises(ValueError, match="INGEST_EXECUTOR must be one of"):
         executor_name()
+
+
+def test_downstream_assets_follow_their_parents_automatically() -> None:
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def("ingest_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        condition = graph.get(key).automation_condition
+        if key.path[0] == "raw":
+            assert condition is None, key
+        else:
+            assert condition is not None and "eager" in condition.get_label().lower(), key
+
+
+def test_a_fetched_day_pulls_its_downstream_once_every_parent_is_there(ingest_env: Path) -> None:
+    defs = build_definitions()
+    latest = defs.resolve_assets_def(
+        dg.AssetKey(["raw", "open_meteo_weather"])
+    ).partitions_def.get_last_partition_key()
+    with dg.instance_for_test() as instance:
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert result.total_requested == 0
+        for source in ("open_meteo_weather", "dummyjson_products"):
+            job = defs.resolve_job_def(f"ingest_{source}")
+            assert job.execute_in_process(
+                partition_key=latest, instance=instance, run_config=QUIET
+            ).success
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=result.cursor
+        )
+        requested = {r.key.to_user_string() for r in result.results if r.true_subset.size}
+    # weather has every parent for the day; products still waits for the partner and supplier files
+    assert "cleaned/weather" in requested
+    assert "cleaned/products" not in requested and "quarantine/records" not in requested
+    assert result.get_num_requested(dg.AssetKey(["cleaned", "weather"])) == 1

@@ -57,3 +57,16 @@ def build_landing_sensor(
         return dg.SensorResult(run_requests=requests)
 
     return _sensor
+
+
+def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the downstream assets' eager conditions: when a schedule or a landing sensor
+    updates raw/<source>, cleaned/, features/ and metrics/ follow. On by default (Dagster's own
+    default automation sensor starts stopped), so turning on a schedule is all it takes."""
+    return dg.AutomationConditionSensorDefinition(
+        "ingest_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description="Materializes downstream partitions once all their parents are updated.",
+    )
