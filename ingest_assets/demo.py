@@ -35,8 +35,10 @@ def run(partition: str) -> int:
         from ingest_assets.automation.jobs import PIPELINE_JOB
         from ingest_assets.definitions import build_definitions
         from ingest_assets.warehouse import warehouse_url
+        from ingest_assets.warehouse.common import redact_url
 
-        print(f"sandbox API on {sandbox.url}; warehouse {warehouse_url()}; partition {partition}")
+        where = redact_url(warehouse_url())
+        print(f"sandbox API on {sandbox.url}; warehouse {where}; partition {partition}")
         started = time.perf_counter()
         defs = build_definitions()
         with _instance() as instance:
@@ -59,6 +61,7 @@ def print_summary(
     partition: str, checks: list[tuple[str, str, bool]], elapsed: float, success: bool
 ) -> None:
     from ingest_assets.warehouse import warehouse_url
+    from ingest_assets.warehouse.common import redact_url
     from ingest_assets.warehouse.inspect import partition_counts, quarantine_rows
 
     url = warehouse_url()
@@ -67,7 +70,7 @@ def print_summary(
     print(
         f"== ingest_assets demo, partition {partition}: {'succeeded' if success else 'FAILED'} in {elapsed:.1f}s"
     )
-    print(f"\nRows per table ({url.split('@')[-1]}):")
+    print(f"\nRows per table ({redact_url(url)}):")
     for table, rows in counts.items():
         print(f"  {table:<28} {rows:>7}")
     passed = sum(1 for *_, ok in checks if ok)

@@ -73,6 +73,12 @@ def test_landing_sensor_requests_a_run_per_landed_file(
     landing = tmp_path / "landing"
     shutil.copytree(DEFAULT_LANDING_DIR, landing)
     (landing / "partner_feed" / "notes.txt").write_text("not a feed")
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    for early_or_open in (today, "2023-12-31"):
+        shutil.copy(
+            landing / "partner_feed" / "2024-06-01.csv",
+            landing / "partner_feed" / f"{early_or_open}.csv",
+        )
     monkeypatch.setenv("INGEST_LANDING_DIR", str(landing))
     defs = build_definitions()
     sensor = defs.resolve_sensor_def("partner_feed_landing")

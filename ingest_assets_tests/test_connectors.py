@@ -155,6 +155,41 @@ def test_weather_fans_out_per_city_and_zips_hourly_columns(sandbox: Sandbox) -> 
     }
 
 
+class _EchoesKeys(BaseHTTPRequestHandler):
+    """An API that refuses a key and repeats it in its error body, as some do."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        key = parse_qs(urlparse(self.path).query).get("key", [""])[0]
+        raw = json.dumps({"error": f"invalid api key {key}"}).encode()
+        self.send_response(401)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+
+def test_error_bodies_that_echo_a_key_stay_out_of_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoesKeys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SHOP_KEY", "TOPSECRET123")
+    try:
+        src = source(
+            "rest",
+            base_url=f"http://127.0.0.1:{server.server_address[1]}",
+            path="/items",
+            params={"key": "${SHOP_KEY}"},
+            record_path="data",
+        )
+        with pytest.raises(FetchError) as error:
+            fetch(src)
+    finally:
+        server.shutdown()
+    assert "HTTP 401" in str(error.value)
+    assert "TOPSECRET123" not in str(error.value)
+
+
 def test_secret_headers_are_sent_but_never_in_errors(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,6 +227,13 @@ class _PagedAPI(BaseHTTPRequestHandler):
             page = self.items[start : start + 10]
             more = start + 10 < len(self.items)
             body = {"data": page, "next": f"/links?from={start + 10}" if more else None}
+        elif url.path.startswith("/offset"):
+            # Caps pages at 10 whatever the limit; /offset/liar announces more than it has.
+            start = int(query.get("offset", 0))
+            page = self.items[start : start + min(10, int(query["limit"]))]
+            body = {"data": page}
+            if url.path != "/offset/no-total":
+                body["total"] = len(self.items) + (5 if url.path == "/offset/liar" else 0)
         else:
             number = int(query.get("page", 1))
             body = {"data": self.items[(number - 1) * 10 : number * 10], "pages": 3}
@@ -228,6 +270,23 @@ def test_other_paginations(paged_api: str, path: str, pagination: dict, requests
     assert ctx.stats.requests == requests
 
 
+@pytest.mark.parametrize("path", ["/offset", "/offset/no-total"])
+def test_limit_offset_survives_a_server_capping_page_size(paged_api: str, path: str) -> None:
+    pagination = {"kind": "limit_offset", "page_size": 50}
+    src = source("rest", base_url=paged_api, path=path, record_path="data", pagination=pagination)
+    records, _ = fetch(src)
+    assert sorted(r["n"] for r in records) == list(range(25))
+
+
+def test_fewer_records_than_announced_is_an_error_not_a_silent_loss(paged_api: str) -> None:
+    pagination = {"kind": "limit_offset", "page_size": 10}
+    src = source(
+        "rest", base_url=paged_api, path="/offset/liar", record_path="data", pagination=pagination
+    )
+    with pytest.raises(FetchError, match="fetched 25 of the 30 records"):
+        fetch(src)
+
+
 def test_csv_file_with_short_and_long_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INGEST_LANDING_DIR", str(tmp_path))
     (tmp_path / "feed").mkdir()
@@ -261,6 +320,17 @@ def test_xml_reads_attributes_and_children(tmp_path: Path) -> None:
     )
     records, _ = fetch(source("xml", path=str(tmp_path / "{date}.xml"), record_tag="product"))
     assert records == [{"id": "P1", "name": "Lamp", "price": "9.5"}, {"id": "P2", "name": None}]
+
+
+def test_xml_namespaces_and_csv_byte_order_marks(tmp_path: Path) -> None:
+    (tmp_path / "2024-06-01.xml").write_text(
+        '<c:catalog xmlns:c="urn:supplier"><c:product c:id="P1"><c:name>Lamp</c:name></c:product></c:catalog>'
+    )
+    records, _ = fetch(source("xml", path=str(tmp_path / "{date}.xml"), record_tag="product"))
+    assert records == [{"id": "P1", "name": "Lamp"}]
+    (tmp_path / "2024-06-01.csv").write_bytes("\ufeffpartner_sku,name\nP1,Lamp\n".encode())
+    records, _ = fetch(source("csv", path=str(tmp_path / "{date}.csv")))
+    assert records == [{"partner_sku": "P1", "name": "Lamp"}]
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ def reasons(result) -> list[list[tuple[str, str]]]:
 
 def test_whole_numbers() -> None:
     assert to_whole(5) == 5 and to_whole(5.0) == 5 and to_whole("5.0") == 5 and to_whole(" 7 ") == 7
-    for bad in (5.5, "5.5", "five", True):
+    for bad in (5.5, "5.5", "five", True, "99999999999999999999", 2**63):
         with pytest.raises(ValueError):
             to_whole(bad)
 
@@ -91,6 +91,7 @@ def test_clean_record_types_and_mapping() -> None:
         ({"rating": 5.1}, [("rating", "less_than_or_equal_to(5)")]),
         ({"stock": 5.5}, [("stock", "dtype")]),
         ({"stock": -1}, [("stock", "greater_than_or_equal_to(0)")]),
+        ({"stock": 2**63}, [("stock", "dtype")]),
         ({"price": -1, "stock": "x"}, [("stock", "dtype"), ("price", "greater_than(0)")]),
     ],
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from ingest_assets.assets.common import START_DATE
+from ingest_assets.assets.common import daily_partitions
 from ingest_assets.automation.jobs import source_job_name
 from ingest_assets.config import SourceConfig, landing_dir, render_template, resolve_env
 
@@ -27,8 +27,7 @@ def landed_files(source: SourceConfig) -> list[tuple[str, Path]]:
             day = dt.date.fromisoformat(match.group(1))
         except ValueError:
             continue
-        if day >= dt.date.fromisoformat(START_DATE):
-            found.append((day.isoformat(), path))
+        found.append((day.isoformat(), path))
     return found
 
 
@@ -43,8 +42,13 @@ def build_landing_sensor(
         default_status=dg.DefaultSensorStatus.STOPPED,
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        requests = []
+        requests, waiting = [], []
         for partition_key, path in landed_files(source):
+            # A day exists as a partition once it has ended (UTC); a file for today, or one
+            # dated before 2024-01-01, waits (or is ignored) instead of failing every tick.
+            if not daily_partitions.has_partition_key(partition_key):
+                waiting.append(path.name)
+                continue
             stat = path.stat()
             requests.append(
                 dg.RunRequest(
@@ -54,6 +58,8 @@ def build_landing_sensor(
                     tags={"source": source.name, "landing_file": path.name},
                 )
             )
+        if waiting:
+            context.log.info(f"not a partition (yet): {', '.join(waiting)}")
         return dg.SensorResult(run_requests=requests)
 
     return _sensor

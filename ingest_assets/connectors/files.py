@@ -29,7 +29,9 @@ class MissingFileError(FileNotFoundError):
 
 class FileOptions(ConnectorOptions):
     path: str = Field(description="template with {landing_dir} and {date}")
-    encoding: str = "utf-8"
+    # utf-8-sig reads plain UTF-8 too, and drops the byte-order mark spreadsheet exports add
+    # (otherwise the first header would be "\ufeffpartner_sku" and every row would miss it).
+    encoding: str = "utf-8-sig"
     batch_size: int = Field(5_000, ge=1)
 
 
@@ -136,10 +138,19 @@ class XmlConnector(FileConnector):
     def records(self, path: Path) -> Iterator[dict[str, Any]]:
         tag = self.options.record_tag
         for _, element in SafeET.iterparse(str(path), events=("end",), forbid_dtd=True):
-            if element.tag != tag:
+            if local_name(element.tag) != tag:
                 continue
-            record: dict[str, Any] = dict(element.attrib) if self.options.attributes else {}
+            record: dict[str, Any] = (
+                {local_name(k): v for k, v in element.attrib.items()}
+                if self.options.attributes
+                else {}
+            )
             for child in element:
-                record[child.tag] = child.text
+                record[local_name(child.tag)] = child.text
             element.clear()
             yield record
+
+
+def local_name(tag: str) -> str:
+    """``{urn:supplier}product`` → ``product``: namespaced feeds match the configured names."""
+    return tag.rsplit("}", 1)[-1]

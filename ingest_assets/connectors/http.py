@@ -212,7 +212,9 @@ class ResilientClient:
                 raise RetryableError(
                     where, retry_after_seconds(response.headers.get("Retry-After"))
                 )
-            raise FetchError(f"{where}: {response.text[:200]}")
+            # The body is left out: APIs echo the key or token they refused, and this message
+            # reaches Dagster's event log, the UI and the alert webhook.
+            raise FetchError(f"{where} ({len(response.content)} bytes of body not shown)")
         try:
             body = json.loads(response.content)
         except ValueError:

@@ -161,16 +161,26 @@ class RestConnector(Connector):
             yield rows
             total = dig(body, page.total_path) if page.total_path else None
             if isinstance(total, int):
-                offsets = range(page.page_size, total, page.page_size)[: page.max_pages - 1]
+                # A server may cap pages below the size asked for: step by what it gives.
+                step = len(rows) if 0 < len(rows) < page.page_size else page.page_size
+                offsets = range(step, total, step)[: page.max_pages - 1]
                 calls = [
                     lambda o=o: get({page.limit_param: page.page_size, page.offset_param: o})
                     for o in offsets
                 ]
+                fetched = len(rows)
                 async for _, more in bounded_gather(calls, self.source.http.max_concurrency):
+                    fetched += len(more)
                     yield more
+                if fetched < total:
+                    raise FetchError(
+                        f"fetched {fetched} of the {total} records the API announced "
+                        f"({page.total_path!r}); pages may have shifted, or max_pages is too low"
+                    )
             else:
+                # No total: keep asking until an empty page (a short page may only be a cap).
                 offset, pages = len(rows), 1
-                while len(rows) == page.page_size and pages < page.max_pages:
+                while rows and pages < page.max_pages:
                     _, rows = await get(
                         {page.limit_param: page.page_size, page.offset_param: offset}
                     )

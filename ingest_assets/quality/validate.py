@@ -79,7 +79,10 @@ def to_whole(value: Any) -> int | None:
         return None
     if not number.is_integer():
         raise CoercionError(f"expected a whole number, got {value!r}")
-    return int(number)
+    whole = int(number)
+    if not -(2**63) <= whole < 2**63:
+        raise CoercionError(f"whole number out of the 64-bit range: {value!r}")
+    return whole
 
 
 def to_utc_timestamp(value: Any) -> pd.Timestamp | None:

@@ -1,4 +1,10 @@
-"""Raw records → the raw table: one row per record, original JSON kept in ``_record``."""
+"""Raw records → the raw table: one row per record, original JSON kept in ``_record``.
+
+Every field column holds text: a string as it came, anything else as its JSON text (``9.5``,
+``true``, ``[1, 2]``). A source is free to send ``"n/a"`` in a numeric field or to omit a field
+one day: the raw table takes it as fetched (typing is validation's job, from ``_record``), so an
+odd record lands in quarantine instead of failing the load of the whole day.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +27,10 @@ def column_name(field: str) -> str:
     return f"f_{name}" if name[0].isdigit() else name
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return value
+def _cell(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def raw_frame(
@@ -33,11 +39,7 @@ def raw_frame(
     run_id: str,
     ingested_at: pd.Timestamp,
 ) -> pd.DataFrame:
-    """Flatten top-level fields into columns; nested values stay JSON text; types left to pandas.
-
-    Object columns are made plain text so one odd value never changes a column's type, and the
-    exact record stays in ``_record`` for validation and replay.
-    """
+    """Flatten top-level fields into text columns; the exact record stays in ``_record``."""
     rows, originals = [], []
     for record in records:
         originals.append(json.dumps(record, ensure_ascii=False, default=str, sort_keys=True))

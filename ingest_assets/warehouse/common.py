@@ -51,6 +51,12 @@ class TableRef:
         return f"{self.schema}.{self.table}"
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password (in the user info or a ``password=`` parameter) masked."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
 def quote_ident(name: str) -> str:
     """Quote an identifier for SQL (DuckDB and PostgreSQL share the rule)."""
     return '"' + name.replace('"', '""') + '"'

@@ -44,6 +44,7 @@ from ingest_assets.warehouse.common import (
     logical_types,
     normalize_loaded,
     quote_ident,
+    redact_url,
 )
 
 PG_TYPES = {
@@ -89,12 +90,6 @@ _NULLABLE_DTYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 _CSV_BATCH_ROWS = 50_000
 # One lock for all schema changes: concurrent "CREATE SCHEMA/TABLE IF NOT EXISTS" race otherwise.
 _DDL_LOCK = 0x696E67657374  # "ingest"
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (in the user info or a ``password=`` parameter) masked."""
-    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def _url_password(url: str) -> str | None:
