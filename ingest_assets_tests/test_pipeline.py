@@ -24,7 +24,7 @@ TABLES = [
     "metrics.weather",
     "metrics.ingestion",
 ]
-RUN_SPECIFIC = {"_run_id", "_ingested_at", "run_id", "quarantined_at"}
+RUN_SPECIFIC = {"_run_id", "_ingested_at", "_seq", "run_id", "quarantined_at"}
 pytestmark = pytest.mark.slow
 
 
@@ -172,3 +172,22 @@ def test_a_partition_range_runs_as_one_backfill(
     ingestion = read_table(ingest_env, "metrics.ingestion")
     assert len(ingestion) == 8
     assert ingestion["requests"].notna().all()
+
+
+def test_requests_of_a_retried_step_still_count(
+    ingest_env: Path, sandbox: Sandbox, instance: dg.DagsterInstance
+) -> None:
+    # Five 503s exhaust the five attempts of the first page: the step fails, and Dagster's
+    # RetryPolicy runs it again, which succeeds. Every attempt is counted.
+    sandbox.set_faults(Faults(fail_first=5))
+    result = run_pipeline(instance=instance)
+    assert result.success
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retried] == ["raw__dummyjson_products"]
+    ingestion = read_table(ingest_env, "metrics.ingestion").set_index("source")
+    products = ingestion.loc["dummyjson_products"]
+    assert (products["requests"], products["failed_requests"], products["retries"]) == (9, 5, 5)
+    assert products["records_fetched"] == 194
+    weather = ingestion.loc["open_meteo_weather"]
+    assert (weather["requests"], weather["failed_requests"], weather["retries"]) == (10, 5, 5)
+    assert sandbox.stats()["by_path"]["/products"] == 9

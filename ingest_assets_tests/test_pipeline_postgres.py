@@ -22,7 +22,7 @@ from ingest_assets_tests.pg import (  # noqa: F401  (pg_url_fixture registers pg
 from ingest_assets_tests.test_pipeline import TABLES
 
 DAGSTER = Path(sys.executable).with_name("dagster")
-RUN_SPECIFIC = {"_run_id", "_ingested_at", "run_id", "quarantined_at", "duration_s"}
+RUN_SPECIFIC = {"_run_id", "_ingested_at", "_seq", "run_id", "quarantined_at", "duration_s"}
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 

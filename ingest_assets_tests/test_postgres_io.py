@@ -224,6 +224,17 @@ def test_json_columns_are_jsonb_and_read_back_as_text(pg_url: str) -> None:
     assert loaded["_record"].tolist() == ['{"a": 1}', '{"b": [1, 2]}']
 
 
+def test_nul_characters_are_replaced_not_fatal(pg_url: str) -> None:
+    record = json.dumps({"name": "a\x00b"})
+    assert "\\u0000" in record
+    frame = products("2024-01-01", [1]).assign(name=["a\x00b"], _record=[record])
+    io = manager(pg_url)
+    io.handle_output(output_context(metadata={"json_columns": ["_record"]}), frame)
+    loaded = io.load_input(input_context())
+    assert loaded["name"].tolist() == ["a\ufffdb"]
+    assert json.loads(loaded["_record"][0]) == {"name": "a\ufffdb"}
+
+
 def tricky_frame() -> pd.DataFrame:
     """Every dtype the assets write, with NULLs, empty strings, quotes and newlines."""
     return pd.DataFrame(

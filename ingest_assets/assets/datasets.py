@@ -39,7 +39,13 @@ def raw_ins(sources: Sequence[SourceConfig]) -> dict[str, dg.AssetIn]:
 def split_source(
     source: SourceConfig, raw: pd.DataFrame, run_id: str, at: pd.Timestamp
 ) -> SplitResult:
-    """The one split every asset uses, so cleaned and quarantine always agree."""
+    """The one split every asset uses, so cleaned and quarantine always agree.
+
+    Rows are put back in arrival order first: which of two records with one key is the
+    "earlier" (kept) one must not depend on the order a warehouse returns rows in.
+    """
+    if "_seq" in raw.columns:
+        raw = raw.sort_values(["partition_date", "_seq"], kind="stable").reset_index(drop=True)
     return split_records(
         raw,
         source=source.name,

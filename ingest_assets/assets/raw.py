@@ -1,5 +1,6 @@
 """One raw asset per configured source: fetch the partition, store records as fetched."""
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from ingest_assets.connectors import FetchContext, FetchStats, collect, get_conn
 from ingest_assets.connectors.files import MissingFileError
 from ingest_assets.connectors.http import FetchError
 from ingest_assets.quality.drift import drift_by_day
-from ingest_assets.transforms.raw import concat_raw, raw_frame
+from ingest_assets.transforms.raw import concat_raw, raw_frame, with_sequence
 
 PROGRESS_EVERY_S = 5.0
 
@@ -32,6 +33,48 @@ class _Progress:
         if now - self.last >= PROGRESS_EVERY_S:
             self.last = now
             self.context.log.info(f"progress: {message} (batch {self.events})")
+
+
+FAILED_ATTEMPT = "failed_fetch_attempt"
+
+
+def record_failed_attempt(
+    context: dg.AssetExecutionContext, day: dt.date, stats: FetchStats
+) -> None:
+    """Log what a failed fetch cost as an observation (it shows in the UI), so that the step's
+    retry can count those requests in metrics.ingestion."""
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=context.asset_key,
+            partition=day.isoformat(),
+            metadata={FAILED_ATTEMPT: dg.MetadataValue.json(stats.as_dict())},
+        )
+    )
+
+
+def failed_attempts(context: dg.AssetExecutionContext, day: dt.date) -> list[dict[str, int]]:
+    """The stats of this run's earlier, failed tries of this step for one day."""
+    if context.retry_number == 0:
+        return []
+    found = []
+    for entry in context.instance.all_logs(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION
+    ):
+        observation = entry.dagster_event.event_specific_data.asset_observation
+        if observation.asset_key == context.asset_key and observation.partition == day.isoformat():
+            value = observation.metadata.get(FAILED_ATTEMPT)
+            if value is not None:
+                found.append(value.data)
+    return found
+
+
+def with_failed_attempts(stats: FetchStats, earlier: list[dict[str, int]]) -> FetchStats:
+    """Add earlier tries: every request they made was re-done (or was itself a retry)."""
+    for tried in earlier:
+        stats.requests += tried["requests"]
+        stats.retries += tried["requests"]
+        stats.failed_requests += tried["failed_requests"]
+    return stats
 
 
 def fetch_partition(
@@ -56,18 +99,22 @@ def fetch_partition(
                 description=f"{source.name}: {exc}. The landing sensor starts a run once it arrives.",
                 allow_retries=False,
             ) from None
-        except FetchError as exc:
-            raise dg.Failure(
-                description=f"{source.name}: {exc}",
-                metadata={**stats.as_dict(), "partition_date": day.isoformat()},
-            ) from None
+        except Exception as exc:
+            record_failed_attempt(context, day, stats)
+            if isinstance(exc, FetchError):
+                raise dg.Failure(
+                    description=f"{source.name}: {exc}",
+                    metadata={**stats.as_dict(), "partition_date": day.isoformat()},
+                ) from None
+            raise
+        stats = with_failed_attempts(stats, failed_attempts(context, day))
         frames.extend(batches or [raw_frame([], day, run_id, ingested_at)])
         per_day[day.isoformat()] = {
             **stats.as_dict(),
             "records_fetched": stats.records,
             "duration_s": round(time.perf_counter() - started, 3),
         }
-    return concat_raw(frames), per_day
+    return with_sequence(concat_raw(frames)), per_day
 
 
 SECRET_BEARING_OPTIONS = ("headers", "url")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-SYSTEM_COLUMNS = ("partition_date", "_run_id", "_ingested_at", "_record")
+SYSTEM_COLUMNS = ("partition_date", "_run_id", "_ingested_at", "_record", "_seq")
 _NOT_IDENT = re.compile(r"[^0-9a-zA-Z_]+")
 
 
@@ -82,3 +82,12 @@ def concat_raw(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if len(frames) == 1:
         return frames[0]
     return text_object_columns(pd.concat(frames, ignore_index=True))
+
+
+def with_sequence(frame: pd.DataFrame) -> pd.DataFrame:
+    """Number each day's records in arrival order (``_seq``).
+
+    "Earlier" in the duplicate rule means this order; every reader sorts by it, since a
+    warehouse may hand rows back in any order.
+    """
+    return frame.assign(_seq=frame.groupby("partition_date").cumcount().astype("int64"))

@@ -33,6 +33,7 @@ from urllib.parse import unquote
 import pandas as pd
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ingest_assets.warehouse.base import PartitionedTableIOManager
@@ -207,10 +208,11 @@ def _arrow_column(series: pd.Series, pg_type: str) -> pa.Array:
         series = series.map(lambda v: json.dumps(v) if isinstance(v, dict | list) else v)
     if pg_type in ("text", "jsonb") and series.dtype == object:
         try:
-            return pa.array(series, type=pa.string(), from_pandas=True)
+            text = pa.array(series, type=pa.string(), from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             # Mixed Python objects (numbers among strings, ...) are stored as their text.
-            return pa.array(series.where(series.isna(), series.astype(str)), from_pandas=True)
+            text = pa.array(series.where(series.isna(), series.astype(str)), from_pandas=True)
+        return _without_nul(text, pg_type)
     array = pa.array(series, from_pandas=True)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
@@ -236,6 +238,17 @@ def _arrow_column(series: pd.Series, pg_type: str) -> pa.Array:
         # was half the CSV time of a products partition.
         array = array.view(pa.timestamp("us"))
     return array
+
+
+def _without_nul(text: pa.Array, pg_type: str) -> pa.Array:
+    """PostgreSQL text and jsonb cannot hold U+0000 (DuckDB and sources can): store U+FFFD.
+
+    A record is kept with one replaced character rather than failing the whole day's load.
+    """
+    text = pc.replace_substring(text, pattern="\x00", replacement="\ufffd")
+    if pg_type == "jsonb":
+        text = pc.replace_substring(text, pattern="\\u0000", replacement="\\ufffd")
+    return text
 
 
 def to_arrow(df: pd.DataFrame, types: dict[str, str]) -> pa.Table:
