@@ -47,6 +47,11 @@ class TableRef:
                 raise WarehouseError(f"{name!r} is not a valid table or schema name")
         return cls(schema, table)
 
+    @property
+    def sql(self) -> str:
+        """The quoted ``"schema"."table"`` for SQL text (DuckDB and PostgreSQL alike)."""
+        return f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+
     def __str__(self) -> str:
         return f"{self.schema}.{self.table}"
 
@@ -134,6 +139,19 @@ def normalize_loaded(df: pd.DataFrame) -> pd.DataFrame:
     if PARTITION_COLUMN in out.columns and not ptypes.is_datetime64_dtype(out[PARTITION_COLUMN]):
         out[PARTITION_COLUMN] = pd.to_datetime(out[PARTITION_COLUMN])
     return out
+
+
+def require_readable(
+    table: TableRef, existing: Mapping[str, str], columns: Sequence[str] | None
+) -> None:
+    """A table to read must exist, and have every column asked for."""
+    if not existing:
+        raise WarehouseError(
+            f"{table} does not exist in the warehouse yet: materialize its asset first"
+        )
+    unknown = [c for c in columns or [] if c not in existing]
+    if unknown:
+        raise WarehouseError(f"{table} has no column(s) {', '.join(unknown)}")
 
 
 def check_partition_column(

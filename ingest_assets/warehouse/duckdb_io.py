@@ -22,6 +22,7 @@ from ingest_assets.warehouse.common import (
     logical_types,
     normalize_loaded,
     quote_ident,
+    require_readable,
 )
 
 DUCKDB_TYPES = {
@@ -75,7 +76,7 @@ def write_frame(
     if bounds is not None:
         check_partition_column(df, table, bounds)
     types = {c: DUCKDB_TYPES[t] for c, t in logical_types(df, json_columns or []).items()}
-    target = f"{quote_ident(table.schema)}.{quote_ident(table.table)}"
+    target = table.sql
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
@@ -123,15 +124,8 @@ def read_frame(
     columns: list[str] | None = None,
 ) -> pd.DataFrame:
     """Rows of the partition window (or the whole table), optionally only some columns."""
-    existing = _existing_columns(con, table)
-    if not existing:
-        raise WarehouseError(
-            f"{table} does not exist in the warehouse yet: materialize its asset first"
-        )
-    unknown = [c for c in columns or [] if c not in existing]
-    if unknown:
-        raise WarehouseError(f"{table} has no column(s) {', '.join(unknown)}")
-    target = f"{quote_ident(table.schema)}.{quote_ident(table.table)}"
+    require_readable(table, _existing_columns(con, table), columns)
+    target = table.sql
     selected = ", ".join(quote_ident(c) for c in columns) if columns else "*"
     if bounds is None:
         df = con.execute(f"SELECT {selected} FROM {target}").df()

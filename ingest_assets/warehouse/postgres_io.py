@@ -46,6 +46,7 @@ from ingest_assets.warehouse.common import (
     normalize_loaded,
     quote_ident,
     redact_url,
+    require_readable,
 )
 
 PG_TYPES = {
@@ -139,10 +140,6 @@ def connect(url: str) -> Iterator[psycopg.Connection]:
         conn.close()
 
 
-def _target(table: TableRef) -> str:
-    return f"{quote_ident(table.schema)}.{quote_ident(table.table)}"
-
-
 def _existing_columns(conn: psycopg.Connection, table: TableRef) -> dict[str, str]:
     rows = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
@@ -181,7 +178,7 @@ def _ensure_table(
     existing = _existing_columns(conn, table)
     if existing and not _schema_changes(df, table, types, existing):
         return existing
-    target = _target(table)
+    target = table.sql
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s::bigint)", [_DDL_LOCK])
         existing = _existing_columns(conn, table)  # another writer may have just changed it
@@ -338,7 +335,7 @@ def write_frame(
     existing = _ensure_table(conn, table, df, types, list(primary_key), bounds is not None)
     # Convert to what the table holds, so e.g. a bigint into a text column arrives as text.
     types = {c: existing[c] for c in df.columns}
-    target = _target(table)
+    target = table.sql
     with conn.transaction():
         _lock_rows(conn, table, bounds)
         if bounds is None and primary_key:
@@ -368,14 +365,14 @@ def _upsert(
     names = ", ".join(quote_ident(c) for c in columns)
     conn.execute(
         f"CREATE TEMP TABLE _ingest_stage ON COMMIT DROP AS "
-        f"SELECT {names} FROM {_target(table)} WITH NO DATA"
+        f"SELECT {names} FROM {table.sql} WITH NO DATA"
     )
     _copy_into(conn, "_ingest_stage", df, types)
     updates = [f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in columns if c not in key]
     action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
     try:
         conn.execute(
-            f"INSERT INTO {_target(table)} ({names}) SELECT {names} FROM _ingest_stage "
+            f"INSERT INTO {table.sql} ({names}) SELECT {names} FROM _ingest_stage "
             f"ON CONFLICT ({', '.join(map(quote_ident, key))}) {action}"
         )
     except psycopg.errors.InvalidColumnReference as exc:
@@ -399,17 +396,11 @@ def read_frame(
         # One snapshot for the column list and the rows.
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         existing = _existing_columns(conn, table)
-        if not existing:
-            raise WarehouseError(
-                f"{table} does not exist in the warehouse yet: materialize its asset first"
-            )
-        unknown = [c for c in columns or [] if c not in existing]
-        if unknown:
-            raise WarehouseError(f"{table} has no column(s) {', '.join(unknown)}")
+        require_readable(table, existing, columns)
         if columns:
             existing = {c: existing[c] for c in columns}
         selected = ", ".join(quote_ident(c) for c in existing)
-        query = f"SELECT {selected} FROM {_target(table)}"
+        query = f"SELECT {selected} FROM {table.sql}"
         if bounds is not None:
             # COPY takes no parameters; the bounds are dates, so their ISO text is a safe literal.
             start, end = (d.isoformat() for d in bounds)
