@@ -7,8 +7,7 @@ import warnings
 import dagster as dg
 
 from ingest_assets.assets.checks import build_quality_checks
-from ingest_assets.assets.datasets import build_dataset_assets, build_quarantine_asset
-from ingest_assets.assets.ingestion import build_ingestion_metrics_asset
+from ingest_assets.assets.datasets import build_dataset_assets
 from ingest_assets.assets.raw import build_raw_asset
 from ingest_assets.assets.replay import build_history_asset, build_replay_job
 from ingest_assets.automation.alerts import alert_on_check_failure, alert_on_run_failure
@@ -35,8 +34,6 @@ def build_definitions(
         feeding = sources.for_dataset(dataset)
         if feeding:
             assets += build_dataset_assets(dataset, feeding)
-    assets.append(build_quarantine_asset(sources.sources))
-    assets.append(build_ingestion_metrics_asset(sources.sources))
     assets.append(build_history_asset(sources.sources))
 
     jobs = build_jobs(sources.sources)

@@ -4,10 +4,11 @@
 | --- | --- | --- |
 | ``cleaned/<dataset>`` | ``pandera_schema``: the cleaned Pandera model | ERROR, **blocking** |
 | ``features/*``, ``metrics/*`` | ``pandera_schema`` | ERROR, not blocking |
-| ``quarantine/records`` | ``pandera_schema``; ``conservation_<source>``: raw = valid + quarantined | ERROR |
-| ``quarantine/records`` | ``quarantine_rate_<source>``: more than half of a day's records quarantined | WARN |
+| ``quarantine/<dataset>`` | ``pandera_schema``; ``conservation_<source>``: raw = valid + quarantined | ERROR |
+| ``quarantine/<dataset>`` | ``quarantine_rate_<source>``: more than half of a day's records quarantined | WARN |
+| ``metrics/ingestion_<dataset>`` | ``pandera_schema`` (its ``records_conserved`` rule counts what was written) | ERROR |
 | ``quarantine/history`` | ``pandera_schema`` | ERROR |
-| ``raw/<source>`` | ``schema_drift``: new, missing or retyped fields (``quality.drift``) | WARN |
+| ``raw/<source>`` | ``schema_drift``: new, missing or retyped fields, as the raw step measured them | WARN |
 | ``raw/<source>`` | ``row_count_anomaly``: fewer than half the rows of the trailing days' median | WARN |
 
 Freshness of ``raw/<source>`` is a ``FreshnessPolicy`` on the asset (``freshness_policy``): it
@@ -31,14 +32,13 @@ import pandera.errors
 import pandera.pandas as pa
 
 from ingest_assets.assets.common import daily_partitions, partition_days
-from ingest_assets.assets.datasets import top_reasons
+from ingest_assets.assets.datasets import ingestion_key, quarantine_key, top_reasons
 from ingest_assets.assets.ingestion import latest_fetch_stats
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality import schemas
-from ingest_assets.quality.drift import records_by_day, source_drift
+from ingest_assets.quality.drift import DriftReport, declared_fields
 
 SAMPLE_ROWS = 10
-QUARANTINE_KEY = dg.AssetKey(["quarantine", "records"])
 # A day with more than this share of its records quarantined is worth a look.
 MAX_QUARANTINE_SHARE = 0.5
 # A day with fewer rows than this share of the trailing days' median is an anomaly.
@@ -165,10 +165,13 @@ def schema_checks(asset_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition
         (["metrics", "products"], schemas.MetricsProducts, False),
         (["features", "weather"], schemas.FeaturesWeather, False),
         (["metrics", "weather"], schemas.MetricsWeather, False),
-        (["metrics", "ingestion"], schemas.MetricsIngestion, False),
-        (["quarantine", "records"], schemas.QuarantineRecords, False),
         (["quarantine", "history"], schemas.QuarantineHistory, False),
     ]
+    for dataset in schemas.CLEANED_MODELS:
+        specs += [
+            (ingestion_key(dataset).path, schemas.MetricsIngestion, False),
+            (quarantine_key(dataset).path, schemas.QuarantineRecords, False),
+        ]
     specs += [
         (["cleaned", dataset], model, True) for dataset, model in schemas.CLEANED_MODELS.items()
     ]
@@ -196,11 +199,11 @@ def conservation_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     """raw = valid + quarantined for one source, per partition date."""
 
     @dg.asset_check(
-        asset=QUARANTINE_KEY,
+        asset=quarantine_key(source.dataset),
         name=f"conservation_{source.name}",
         description=(
             f"Nothing of {source.name} is lost or doubled: each day, its raw records = its rows in "
-            f"cleaned/{source.dataset} + its rows in quarantine/records."
+            f"cleaned/{source.dataset} + its rows in quarantine/{source.dataset}."
         ),
         partitions_def=daily_partitions,
         additional_ins={
@@ -252,7 +255,7 @@ def quarantine_rate_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     """Warn when most of a day's records of one source were quarantined, and say why."""
 
     @dg.asset_check(
-        asset=QUARANTINE_KEY,
+        asset=quarantine_key(source.dataset),
         name=f"quarantine_rate_{source.name}",
         description=(
             f"At most {MAX_QUARANTINE_SHARE:.0%} of a day's {source.name} records are quarantined; "
@@ -318,10 +321,9 @@ def drift_check(source: SourceConfig) -> dg.AssetChecksDefinition:
         ),
         partitions_def=daily_partitions,
     )
-    def _check(context: dg.AssetCheckExecutionContext, raw: pd.DataFrame) -> dg.AssetCheckResult:
-        by_day = records_by_day(raw)
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         reports = {
-            day.isoformat(): source_drift(source, by_day.get(day.isoformat(), []))
+            day.isoformat(): measured_drift(context.instance, source, day.isoformat())
             for day in partition_days(context)
         }
         drifted = {day: report for day, report in reports.items() if report.drifted}
@@ -348,6 +350,21 @@ def drift_check(source: SourceConfig) -> dg.AssetChecksDefinition:
         )
 
     return _check
+
+
+def measured_drift(instance: dg.DagsterInstance, source: SourceConfig, day: str) -> DriftReport:
+    """The drift the raw step measured for a day (from its latest materialization)."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["raw", source.name]), asset_partitions=[day]),
+        limit=1,
+    )
+    materialization = result.records[0].asset_materialization if result.records else None
+    value = materialization.metadata.get("schema_drift") if materialization else None
+    measured = (getattr(value, "data", None) or {}).get(day)
+    if measured:
+        return DriftReport(**measured)
+    declared, complete = declared_fields(source)
+    return DriftReport(records=0, declared=declared, complete_declaration=complete)
 
 
 def _fetched(instance: dg.DagsterInstance, source: SourceConfig, day: dt.date) -> int | None:
@@ -450,6 +467,6 @@ def build_quality_checks(
     checks = schema_checks(asset_keys)
     for source in sources:
         checks += [drift_check(source), row_count_check(source)]
-        if QUARANTINE_KEY in asset_keys and dg.AssetKey(["cleaned", source.dataset]) in asset_keys:
+        if quarantine_key(source.dataset) in asset_keys:
             checks += [conservation_check(source), quarantine_rate_check(source)]
     return checks

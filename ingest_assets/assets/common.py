@@ -52,6 +52,11 @@ def timed(fn: Callable[..., dg.Output]) -> Callable[..., dg.Output]:
     return wrapper
 
 
+def derived_automation_condition() -> dg.AutomationCondition:
+    """When a partition downstream of raw/ is requested automatically."""
+    return dg.AutomationCondition.eager()
+
+
 def derived_asset(**kwargs: Any) -> Callable[..., dg.AssetsDefinition]:
     """``dg.asset`` with what every asset downstream of raw/ shares.
 
@@ -62,6 +67,6 @@ def derived_asset(**kwargs: Any) -> Callable[..., dg.AssetsDefinition]:
         "kinds": {"python", "pandas"},
         "partitions_def": daily_partitions,
         "backfill_policy": dg.BackfillPolicy.single_run(),
-        "automation_condition": dg.AutomationCondition.eager(),
+        "automation_condition": derived_automation_condition(),
     }
     return dg.asset(**{**shared, **kwargs})

@@ -1,21 +1,40 @@
-"""cleaned/<dataset> → features/<dataset> → metrics/<dataset>, and quarantine/records.
+"""Per dataset: one split into cleaned/ + quarantine/ + metrics/ingestion_, then features/ and
+metrics/.
 
-Every raw record goes through the same split (``quality.validate.split_records``): valid rows
-become ``cleaned/<dataset>``, the rest ``quarantine/records`` with their reasons.
+``<dataset>_split`` is a multi-asset: it reads each source's raw partition in bounded chunks (in
+the order of sources.yaml, then ``_seq``), splits every record once (``records.split``) and
+writes the valid rows to ``cleaned/<dataset>`` and the others, with their reasons, to
+``quarantine/<dataset>`` (the dataset's rows of the table ``quarantine.records``). Cleaned and
+quarantine cannot disagree: they are one computation. It then counts what was written and
+writes the dataset's rows of ``metrics.ingestion`` (``metrics/ingestion_<dataset>``).
+
+A dataset depends only on its own sources: a late partner file never holds up the weather. A
+source without a materialized raw partition for a day is left out of that day (and named in the
+metadata); its rows follow when it lands (see the automation conditions).
 """
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 import pandas as pd
 
-from ingest_assets.assets.common import derived_asset, now_utc, timed
+from ingest_assets.assets.common import (
+    daily_partitions,
+    derived_asset,
+    derived_automation_condition,
+    now_utc,
+    partition_days,
+    timed,
+)
+from ingest_assets.assets.ingestion import ingestion_frame
 from ingest_assets.config import SourceConfig
-from ingest_assets.quality.validate import QUARANTINE_COLUMNS, SplitResult, split_records
+from ingest_assets.records.split import QUARANTINE_COLUMNS, DatasetSplit, SplitResult
 from ingest_assets.transforms.datasets import DATASETS
 from ingest_assets.transforms.steps import recording
+from ingest_assets.warehouse.base import PartitionedTableIOManager
+from ingest_assets.warehouse.common import TableRef
 
 PRIMARY_KEYS = {
     ("cleaned", "products"): ["partition_date", "source", "product_id"],
@@ -26,35 +45,20 @@ PRIMARY_KEYS = {
     ("metrics", "weather"): ["partition_date", "city"],
     ("metrics", "ingestion"): ["partition_date", "source"],
 }
+QUARANTINE_TABLE = "quarantine.records"
+INGESTION_TABLE = "metrics.ingestion"
 
 
-def raw_input_name(source: SourceConfig) -> str:
-    return f"raw_{source.name}"
+def quarantine_key(dataset: str) -> dg.AssetKey:
+    return dg.AssetKey(["quarantine", dataset])
 
 
-def raw_ins(sources: Sequence[SourceConfig]) -> dict[str, dg.AssetIn]:
-    return {raw_input_name(s): dg.AssetIn(key=["raw", s.name]) for s in sources}
+def ingestion_key(dataset: str) -> dg.AssetKey:
+    return dg.AssetKey(["metrics", f"ingestion_{dataset}"])
 
 
-def split_source(
-    source: SourceConfig, raw: pd.DataFrame, run_id: str, at: pd.Timestamp
-) -> SplitResult:
-    """The one split every asset uses, so cleaned and quarantine always agree.
-
-    Rows are put back in arrival order first: which of two records with one key is the
-    "earlier" (kept) one must not depend on the order a warehouse returns rows in.
-    """
-    if "_seq" in raw.columns:
-        raw = raw.sort_values(["partition_date", "_seq"], kind="stable").reset_index(drop=True)
-    return split_records(
-        raw,
-        source=source.name,
-        dataset=source.dataset,
-        mapping=source.mapping,
-        run_id=run_id,
-        quarantined_at=at,
-        clean=DATASETS[source.dataset].clean,
-    )
+def split_op_name(dataset: str) -> str:
+    return f"{dataset}_split"
 
 
 def top_reasons(quarantined: pd.DataFrame, limit: int = 5) -> dict[str, int]:
@@ -70,42 +74,207 @@ def _sorted(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return df.sort_values(list(by), kind="stable").reset_index(drop=True) if len(df) else df
 
 
+def split_chunks(
+    warehouse: PartitionedTableIOManager,
+    split: DatasetSplit,
+    source: SourceConfig,
+    bounds: tuple,
+) -> Iterator[SplitResult]:
+    """One source's raw partition window, split chunk by chunk in the source's order."""
+    chunks = warehouse.read_batches(
+        TableRef("raw", source.name),
+        bounds,
+        split.raw_columns(source.mapping),
+        order_by=["partition_date", "_seq"],
+    )
+    for chunk in chunks:
+        yield split.split(chunk, source.name, source.mapping)
+
+
+def missing_raw_days(
+    instance: dg.DagsterInstance, source: SourceConfig, days: Sequence[str]
+) -> list[str]:
+    """The days of the window whose raw partition of ``source`` was never materialized."""
+    done = instance.get_materialized_partitions(dg.AssetKey(["raw", source.name]))
+    return [day for day in days if day not in done]
+
+
+def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.AssetsDefinition:
+    """``cleaned/<dataset>``, ``quarantine/<dataset>`` and ``metrics/ingestion_<dataset>``."""
+    steps = DATASETS[dataset]
+    names = ", ".join(s.name for s in sources)
+    raw_keys = [dg.AssetKey(["raw", s.name]) for s in sources]
+
+    @dg.multi_asset(
+        name=split_op_name(dataset),
+        deps=raw_keys,
+        partitions_def=daily_partitions,
+        outs={
+            _output_name(["cleaned", dataset]): dg.AssetOut(
+                key=["cleaned", dataset],
+                description=(
+                    f"Valid {dataset} records of {names}: typed, trimmed and checked against the "
+                    "cleaned schema. Invalid records go to quarantine/ with their reasons."
+                ),
+                group_name=dataset,
+                kinds={"python", "pandas"},
+                metadata={"primary_key": PRIMARY_KEYS[("cleaned", dataset)]},
+                automation_condition=derived_automation_condition(),
+            ),
+            _output_name(quarantine_key(dataset).path): dg.AssetOut(
+                key=quarantine_key(dataset),
+                description=(
+                    f"The {dataset} records of {names} that failed validation, one row each, "
+                    "with the reasons as JSON (column, check, message); stored in "
+                    f"{QUARANTINE_TABLE}. Nothing is dropped: raw = valid + quarantined."
+                ),
+                group_name="quality",
+                kinds={"python", "pandas"},
+                metadata={
+                    "json_columns": ["record", "errors"],
+                    "table": QUARANTINE_TABLE,
+                    "scope": dg.MetadataValue.json({"dataset": dataset}),
+                },
+                automation_condition=derived_automation_condition(),
+            ),
+            _output_name(ingestion_key(dataset).path): dg.AssetOut(
+                key=ingestion_key(dataset),
+                description=(
+                    f"Per day and {dataset} source: records fetched, valid and quarantined "
+                    "(counted in the warehouse after the split wrote them), HTTP attempts, retries "
+                    f"and failed attempts, and the raw asset's wall time; stored in {INGESTION_TABLE}."
+                ),
+                group_name="quality",
+                kinds={"python", "pandas"},
+                metadata={
+                    "primary_key": PRIMARY_KEYS[("metrics", "ingestion")],
+                    "table": INGESTION_TABLE,
+                    "scope": dg.MetadataValue.json({"dataset": dataset}),
+                },
+                automation_condition=derived_automation_condition(),
+            ),
+        },
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        required_resource_keys={"io_manager"},
+    )
+    def _split(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
+        started = pd.Timestamp.now()
+        warehouse: PartitionedTableIOManager = context.resources.io_manager
+        at = now_utc()
+        window = context.partition_time_window
+        bounds = (window.start.date(), window.end.date())
+        days = [d.isoformat() for d in partition_days(context)]
+        split = DatasetSplit(dataset, context.run.run_id, at, steps.clean)
+        valid, quarantined, per_source, missing = [], [], {}, {}
+        for source in sources:
+            counts = {"raw": 0, "valid": 0, "quarantined": 0}
+            for result in split_chunks(warehouse, split, source, bounds):
+                valid.append(result.valid)
+                quarantined.append(result.quarantined)
+                counts["valid"] += len(result.valid)
+                counts["quarantined"] += len(result.quarantined)
+            counts["raw"] = counts["valid"] + counts["quarantined"]
+            per_source[source.name] = counts
+            absent = missing_raw_days(context.instance, source, days)
+            if absent:
+                missing[source.name] = absent
+        if missing:
+            context.log.warning(f"{dataset}: no raw partition yet for {missing}")
+        empty = DatasetSplit(dataset, "", at).split(_empty_raw(), "", {})
+        cleaned = _sorted(pd.concat([empty.valid, *valid], ignore_index=True), steps.sort_by)
+        del valid
+        bad = pd.concat([empty.quarantined, *quarantined], ignore_index=True)[QUARANTINE_COLUMNS]
+        bad["dataset"] = dataset
+        elapsed = round((pd.Timestamp.now() - started).total_seconds(), 3)
+        common = {"missing_sources": dg.MetadataValue.json(missing), "duration_s": elapsed}
+        yield dg.Output(
+            cleaned,
+            output_name=_output_name(["cleaned", dataset]),
+            metadata={
+                "dagster/row_count": len(cleaned),
+                "records_quarantined": len(bad),
+                "per_source": dg.MetadataValue.json(per_source),
+                **common,
+            },
+        )
+        del cleaned
+        yield dg.Output(
+            bad,
+            output_name=_output_name(quarantine_key(dataset).path),
+            metadata={
+                "dagster/row_count": len(bad),
+                "per_source": dg.MetadataValue.json(
+                    {name: c["quarantined"] for name, c in per_source.items()}
+                ),
+                "top_reasons": dg.MetadataValue.json(top_reasons(bad)),
+                **common,
+            },
+        )
+        del bad
+        # Counted from what the two outputs above wrote, not from what the split meant to write.
+        written = {
+            "raw": _counts(warehouse, [TableRef("raw", s.name) for s in sources], bounds),
+            "cleaned": _counts(warehouse, [TableRef("cleaned", dataset)], bounds),
+            "quarantine": _counts(
+                warehouse, [TableRef.from_asset_key(QUARANTINE_TABLE.split("."))], bounds, dataset
+            ),
+        }
+        ingestion = ingestion_frame(context.instance, sources, days, written, dataset)
+        yield dg.Output(
+            ingestion,
+            output_name=_output_name(ingestion_key(dataset).path),
+            metadata={"dagster/row_count": len(ingestion), **common},
+        )
+
+    return _split
+
+
+def _counts(
+    warehouse: PartitionedTableIOManager,
+    tables: Sequence[TableRef],
+    bounds: tuple,
+    dataset: str | None = None,
+) -> dict[tuple[str, str], int]:
+    """Rows per (day ISO, source) in the tables (a raw table's source is its name)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for table in tables:
+        is_raw = table.schema == "raw"
+        columns = ["partition_date"] if is_raw else ["partition_date", "source"]
+        scope = {"dataset": dataset} if dataset else None
+        try:
+            frame = warehouse.read(table, bounds, columns, scope)
+        except Exception as exc:
+            if "does not exist" in str(exc):
+                continue
+            raise
+        sources = table.table if is_raw else frame["source"]
+        days = pd.to_datetime(frame["partition_date"]).dt.strftime("%Y-%m-%d")
+        grouped = pd.DataFrame({"day": days, "source": sources}).value_counts()
+        for (day, source), n in grouped.items():
+            counts[(day, source)] += int(n)
+    return dict(counts)
+
+
+def _empty_raw() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "partition_date": pd.Series(dtype="datetime64[ns]"),
+            "_ingested_at": pd.Series(dtype="datetime64[ns, UTC]"),
+            "_seq": pd.Series(dtype="int64"),
+            "_record": pd.Series(dtype=object),
+        }
+    )
+
+
+def _output_name(path: Sequence[str]) -> str:
+    return "__".join(path)
+
+
 def build_dataset_assets(
     dataset: str, sources: Sequence[SourceConfig]
 ) -> list[dg.AssetsDefinition]:
-    """cleaned/, features/ and metrics/ assets for one dataset fed by ``sources``."""
+    """The split, features/ and metrics/ assets for one dataset fed by ``sources``."""
     steps = DATASETS[dataset]
-    names = {raw_input_name(s): s for s in sources}
-
-    @derived_asset(
-        key=["cleaned", dataset],
-        ins=raw_ins(sources),
-        description=(
-            f"Valid {dataset} records of {', '.join(s.name for s in sources)}: typed, trimmed and "
-            "checked against the cleaned schema. Invalid records go to quarantine/records."
-        ),
-        group_name=dataset,
-        metadata={"primary_key": PRIMARY_KEYS[("cleaned", dataset)]},
-    )
-    @timed
-    def _cleaned(
-        context: dg.AssetExecutionContext, **raws: pd.DataFrame
-    ) -> dg.Output[pd.DataFrame]:
-        at = now_utc()
-        parts, per_source = [], {}
-        for name, raw in raws.items():
-            result = split_source(names[name], raw, context.run.run_id, at)
-            parts.append(result.valid)
-            per_source[names[name].name] = {"raw": len(raw), **result.counts}
-        cleaned = _sorted(pd.concat(parts, ignore_index=True), steps.sort_by)
-        return dg.Output(
-            cleaned,
-            metadata={
-                "dagster/row_count": len(cleaned),
-                "records_quarantined": sum(c["quarantined"] for c in per_source.values()),
-                "per_source": dg.MetadataValue.json(per_source),
-            },
-        )
 
     @derived_asset(
         key=["features", dataset],
@@ -142,43 +311,4 @@ def build_dataset_assets(
         metrics = steps.metrics(features)
         return dg.Output(metrics, metadata={"dagster/row_count": len(metrics)})
 
-    return [_cleaned, _features, _metrics]
-
-
-def build_quarantine_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefinition:
-    """quarantine/records: every invalid record of every source, with its reasons."""
-    names = {raw_input_name(s): s for s in sources}
-
-    @derived_asset(
-        key=["quarantine", "records"],
-        ins=raw_ins(sources),
-        description=(
-            "Records that failed validation, one row each, with the reasons as JSON "
-            "(column, check, message). Nothing is dropped: raw = valid + quarantined."
-        ),
-        group_name="quality",
-        metadata={"json_columns": ["record", "errors"]},
-    )
-    @timed
-    def quarantine_records(
-        context: dg.AssetExecutionContext, **raws: pd.DataFrame
-    ) -> dg.Output[pd.DataFrame]:
-        at = now_utc()
-        parts = [
-            split_source(names[n], raw, context.run.run_id, at).quarantined
-            for n, raw in raws.items()
-        ]
-        quarantined = pd.concat(parts, ignore_index=True)[QUARANTINE_COLUMNS]
-        per_source: Mapping[str, int] = quarantined["source"].value_counts().to_dict()
-        return dg.Output(
-            quarantined,
-            metadata={
-                "dagster/row_count": len(quarantined),
-                "per_source": dg.MetadataValue.json(
-                    {s.name: int(per_source.get(s.name, 0)) for s in sources}
-                ),
-                "top_reasons": dg.MetadataValue.json(top_reasons(quarantined)),
-            },
-        )
-
-    return quarantine_records
+    return [build_split_asset(dataset, sources), _features, _metrics]

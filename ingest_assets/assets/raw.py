@@ -1,22 +1,34 @@
-"""One raw asset per configured source: fetch the partition, store records as fetched."""
+"""One raw asset per configured source: fetch each day, stream its records into the warehouse.
+
+Each day of the run's window is fetched and written on its own: batches go from the connector
+through the raw encoder into a warehouse stage as they arrive, and the day's partition is
+swapped in by one transaction once the fetch has ended on a positive signal. A failed day
+leaves its old partition intact and does not stop the other days of a range; the step then
+fails naming the failed days, after recording the good days as materialized so their
+downstream partitions can follow. A retry of the step fetches only the days that failed.
+"""
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from ingest_assets.assets.checks import freshness_policy
 from ingest_assets.assets.common import daily_partitions, now_utc, partition_days, retry_policy
 from ingest_assets.config import SourceConfig
-from ingest_assets.connectors import FetchContext, FetchStats, collect, get_connector_class
+from ingest_assets.connectors import FetchContext, FetchStats, get_connector_class
 from ingest_assets.connectors.files import MissingFileError
 from ingest_assets.connectors.http import FetchError
-from ingest_assets.quality.drift import drift_by_day
-from ingest_assets.transforms.raw import concat_raw, raw_frame, with_sequence
+from ingest_assets.quality.drift import drift_from_profiles
+from ingest_assets.records.encode import RawEncoder
+from ingest_assets.records.stream import stream_into
+from ingest_assets.warehouse.base import PartitionedTableIOManager, StagedPartition
+from ingest_assets.warehouse.common import TableRef
 
 PROGRESS_EVERY_S = 5.0
+FETCH_ATTEMPT = "fetch_attempt"
 
 
 class _Progress:
@@ -35,94 +47,108 @@ class _Progress:
             self.context.log.info(f"progress: {message} (batch {self.events})")
 
 
-FAILED_ATTEMPT = "failed_fetch_attempt"
-
-
-def record_failed_attempt(
-    context: dg.AssetExecutionContext, day: dt.date, stats: FetchStats
+def record_attempt(
+    context: dg.AssetExecutionContext, day: dt.date, outcome: dict[str, Any]
 ) -> None:
-    """Log what a failed fetch cost as an observation (it shows in the UI), so that the step's
-    retry can count those requests in metrics.ingestion."""
+    """Log one day's try (committed or failed) as an observation (it shows in the UI), so a
+    retry of the step knows which days are done and what the earlier tries cost."""
     context.log_event(
         dg.AssetObservation(
             asset_key=context.asset_key,
             partition=day.isoformat(),
-            metadata={FAILED_ATTEMPT: dg.MetadataValue.json(stats.as_dict())},
+            metadata={FETCH_ATTEMPT: dg.MetadataValue.json(outcome)},
         )
     )
 
 
-def failed_attempts(context: dg.AssetExecutionContext, day: dt.date) -> list[dict[str, int]]:
-    """The stats of this run's earlier, failed tries of this step for one day."""
+def earlier_attempts(context: dg.AssetExecutionContext) -> dict[str, list[dict[str, Any]]]:
+    """This run's earlier tries of this step, per day (ISO)."""
     if context.retry_number == 0:
-        return []
-    found = []
+        return {}
+    found: dict[str, list[dict[str, Any]]] = {}
     for entry in context.instance.all_logs(
         context.run.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION
     ):
         observation = entry.dagster_event.event_specific_data.asset_observation
-        if observation.asset_key == context.asset_key and observation.partition == day.isoformat():
-            value = observation.metadata.get(FAILED_ATTEMPT)
-            if value is not None:
-                found.append(value.data)
+        if observation.asset_key != context.asset_key:
+            continue
+        value = observation.metadata.get(FETCH_ATTEMPT)
+        if value is not None and observation.partition:
+            found.setdefault(observation.partition, []).append(value.data)
     return found
 
 
-def with_failed_attempts(stats: FetchStats, earlier: list[dict[str, int]]) -> FetchStats:
-    """Add earlier tries: every request they made was re-done (or was itself a retry)."""
+def with_earlier_failures(stats: dict[str, Any], earlier: Sequence[dict[str, Any]]) -> None:
+    """Add what failed tries of the day cost: every request they made was re-done (or was
+    itself a retry)."""
     for tried in earlier:
-        stats.requests += tried["requests"]
-        stats.retries += tried["requests"]
-        stats.failed_requests += tried["failed_requests"]
-    return stats
+        if tried.get("outcome") != "failed":
+            continue
+        stats["requests"] += tried["requests"]
+        stats["retries"] += tried["requests"]
+        stats["failed_requests"] += tried["failed_requests"]
 
 
-def fetch_partition(
-    source: SourceConfig, context: dg.AssetExecutionContext
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Fetch every day of the run's window; returns the raw frame and per-day fetch stats."""
+class DayFailure(Exception):
+    def __init__(self, day: dt.date, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.day = day
+        self.retryable = retryable
+
+
+def fetch_day(
+    source: SourceConfig,
+    context: dg.AssetExecutionContext,
+    warehouse: PartitionedTableIOManager,
+    day: dt.date,
+    ingested_at: Any,
+) -> dict[str, Any]:
+    """Fetch one day into its partition; returns the day's stats (and drift), or raises
+    ``DayFailure`` after recording what the failed try cost."""
     connector = get_connector_class(source.connector)(source)
-    frames, per_day = [], {}
-    ingested_at = now_utc()
-    run_id = context.run.run_id
-    progress = _Progress(context)
-    for day in partition_days(context):
-        stats = FetchStats()
-        started = time.perf_counter()
-        ctx = FetchContext(partition_date=day, stats=stats, log=context.log, on_progress=progress)
-        try:
-            batches = collect(
-                connector, ctx, lambda batch, day=day: raw_frame(batch, day, run_id, ingested_at)
-            )
-        except MissingFileError as exc:
-            raise dg.Failure(
-                description=f"{source.name}: {exc}. The landing sensor starts a run once it arrives.",
-                allow_retries=False,
+    stats = FetchStats()
+    started = time.perf_counter()
+    ctx = FetchContext(
+        partition_date=day, stats=stats, log=context.log, on_progress=_Progress(context)
+    )
+    encoder = RawEncoder()
+    table = TableRef("raw", source.name)
+    partition = StagedPartition(table, day, context.run.run_id, ingested_at)
+    try:
+        with warehouse.stage(partition) as stage:
+            stream_into(connector, ctx, stage, encoder)
+            rows = stage.commit()
+    except Exception as exc:
+        outcome = {"outcome": "failed", **stats.as_dict()}
+        record_attempt(context, day, outcome)
+        where = f"{source.name}, {day.isoformat()}"
+        if isinstance(exc, MissingFileError):
+            raise DayFailure(
+                day,
+                f"{where}: {exc}. The landing sensor starts a run once it arrives.",
+                retryable=False,
             ) from None
-        except Exception as exc:
-            record_failed_attempt(context, day, stats)
-            if isinstance(exc, FetchError):
-                raise dg.Failure(
-                    description=f"{source.name}: {exc}",
-                    metadata={**stats.as_dict(), "partition_date": day.isoformat()},
-                ) from None
-            raise
-        stats = with_failed_attempts(stats, failed_attempts(context, day))
-        frames.extend(batches or [raw_frame([], day, run_id, ingested_at)])
-        per_day[day.isoformat()] = {
-            **stats.as_dict(),
-            "records_fetched": stats.records,
-            "duration_s": round(time.perf_counter() - started, 3),
-        }
-    return with_sequence(concat_raw(frames)), per_day
-
-
-SECRET_BEARING_OPTIONS = ("headers", "url")
-
-
-def public_options(source: SourceConfig) -> dict[str, Any]:
-    """The source's options fit to show in the UI: fields that may carry credentials left out."""
-    return {k: v for k, v in source.options.items() if k not in SECRET_BEARING_OPTIONS}
+        if isinstance(exc, FetchError):
+            permanent = bool(getattr(exc, "permanent", False))
+            raise DayFailure(day, f"{where}: {exc}", retryable=not permanent) from None
+        raise
+    if rows != stats.records:
+        # The invariant of the record path: every record handed over is a raw row.
+        raise DayFailure(
+            day,
+            f"{source.name}, {day}: {stats.records} records fetched but {rows} rows written",
+            retryable=True,
+        )
+    drift = drift_from_profiles(source, rows, encoder.profiles)
+    result = {
+        "outcome": "committed",
+        **stats.as_dict(),
+        "records_fetched": rows,
+        "parse_errors": encoder.parse_errors,
+        "duration_s": round(time.perf_counter() - started, 3),
+    }
+    record_attempt(context, day, result)
+    return {**result, "drift": drift.__dict__}
 
 
 def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
@@ -140,6 +166,7 @@ def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
         freshness_policy=freshness_policy(source),
         owners=source.owners or None,
         tags={"source": source.name, "dataset": source.dataset},
+        required_resource_keys={"io_manager"},
         metadata={
             "json_columns": ["_record"],
             "connector": source.connector,
@@ -147,30 +174,88 @@ def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
             "source_config": dg.MetadataValue.json(public_options(source)),
         },
     )
-    def _raw(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+    def _raw(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         started = time.perf_counter()
-        frame, per_day = fetch_partition(source, context)
+        warehouse: PartitionedTableIOManager = context.resources.io_manager
+        ingested_at = now_utc()
+        earlier = earlier_attempts(context)
+        per_day: dict[str, dict[str, Any]] = {}
+        failures: list[DayFailure] = []
+        for day in partition_days(context):
+            key = day.isoformat()
+            done = [a for a in earlier.get(key, []) if a.get("outcome") == "committed"]
+            if done:
+                # Written by an earlier try of this run: not fetched again.
+                per_day[key] = {**done[-1], "drift": None}
+                continue
+            try:
+                per_day[key] = fetch_day(source, context, warehouse, day, ingested_at)
+            except DayFailure as failure:
+                failures.append(failure)
+                continue
+            with_earlier_failures(per_day[key], earlier.get(key, []))
+        duration = round(time.perf_counter() - started, 3)
+        if len(per_day) == 1 and not failures:
+            # One day: its duration is the asset's whole wall time (DESIGN's duration_s).
+            next(iter(per_day.values()))["duration_s"] = duration
+        drift = {day: stats.pop("drift") for day, stats in per_day.items()}
+        if failures:
+            fail(context, source, per_day, failures)
         totals = {
             k: sum(d[k] for d in per_day.values())
-            for k in ("requests", "retries", "failed_requests")
+            for k in ("requests", "retries", "failed_requests", "records_fetched")
         }
-        drift = drift_by_day(source, frame)
-        duration = round(time.perf_counter() - started, 3)
-        if len(per_day) == 1:
-            # One day: its duration is the asset's whole wall time (DESIGN's duration_s), not
-            # only the fetch. A range keeps each day's own fetch time.
-            next(iter(per_day.values()))["duration_s"] = duration
-        context.log.info(f"{source.name}: {len(frame)} records, {totals}")
-        return dg.Output(
-            frame,
+        context.log.info(f"{source.name}: {totals}")
+        return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": len(frame),
-                "records_fetched": len(frame),
+                "dagster/row_count": totals["records_fetched"],
                 **totals,
                 "duration_s": duration,
                 "fetch_stats": dg.MetadataValue.json(per_day),
-                "schema_drift": dg.MetadataValue.json(drift),
-            },
+                "schema_drift": dg.MetadataValue.json({d: r for d, r in drift.items() if r}),
+            }
         )
 
     return _raw
+
+
+def fail(
+    context: dg.AssetExecutionContext,
+    source: SourceConfig,
+    per_day: dict[str, dict[str, Any]],
+    failures: list[DayFailure],
+) -> None:
+    """Fail the step naming the failed days; the good days of a range are recorded as
+    materialized first (their partitions are written and their downstream may follow)."""
+    for key, stats in per_day.items():
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=key,
+                metadata={
+                    "dagster/row_count": stats["records_fetched"],
+                    "records_fetched": stats["records_fetched"],
+                    "fetch_stats": dg.MetadataValue.json({key: stats}),
+                },
+            )
+        )
+    days = ", ".join(f.day.isoformat() for f in failures)
+    written = f"; written: {', '.join(per_day)}" if per_day else ""
+    raise dg.Failure(
+        description=(
+            "; ".join(str(f) for f in failures)
+            if len(failures) == 1 and not per_day
+            else f"{source.name}: {len(failures)} day(s) failed ({days}){written}. "
+            + " | ".join(str(f) for f in failures)
+        ),
+        metadata={"failed_days": dg.MetadataValue.json([f.day.isoformat() for f in failures])},
+        allow_retries=any(f.retryable for f in failures),
+    )
+
+
+SECRET_BEARING_OPTIONS = ("headers", "url")
+
+
+def public_options(source: SourceConfig) -> dict[str, Any]:
+    """The source's options fit to show in the UI: fields that may carry credentials left out."""
+    return {k: v for k, v in source.options.items() if k not in SECRET_BEARING_OPTIONS}

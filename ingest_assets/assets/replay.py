@@ -51,7 +51,7 @@ import pandas as pd
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ingest_assets.assets.common import daily_partitions, derived_asset, now_utc
-from ingest_assets.assets.datasets import raw_input_name
+from ingest_assets.assets.datasets import quarantine_key
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality.history import (
     QUARANTINED,
@@ -60,7 +60,7 @@ from ingest_assets.quality.history import (
     replayed_in,
     update_history,
 )
-from ingest_assets.warehouse.common import WarehouseError
+from ingest_assets.warehouse.common import TableRef, WarehouseError
 
 REPLAY_JOB = "replay_quarantine"
 HISTORY_KEY = dg.AssetKey(["quarantine", "history"])
@@ -103,10 +103,8 @@ def _moved_sample(moved: pd.DataFrame) -> str:
 
 def build_history_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefinition:
     """quarantine/history: the ledger of what entered and what left quarantine."""
-    names = {raw_input_name(s): s for s in sources}
-    record_columns = {"columns": ["partition_date", "_record"]}
-    ins = {n: dg.AssetIn(key=["raw", s.name], metadata=record_columns) for n, s in names.items()}
-    ins["quarantined"] = dg.AssetIn(key=["quarantine", "records"])
+    datasets = list(dict.fromkeys(s.dataset for s in sources))
+    ins = {f"quarantined_{d}": dg.AssetIn(key=quarantine_key(d)) for d in datasets}
     ReplayConfig = replay_config_class(sources)
 
     @derived_asset(
@@ -114,7 +112,10 @@ def build_history_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefinition:
         ins=ins,
         # Released records are in cleaned/ only once cleaned/ is written (and its blocking check
         # passed): the history waits for it.
-        deps=sorted({dg.AssetKey(["cleaned", s.dataset]) for s in sources}, key=str),
+        deps=[
+            *sorted({dg.AssetKey(["cleaned", d]) for d in datasets}, key=str),
+            *(dg.AssetKey(["raw", s.name]) for s in sources),
+        ],
         description=(
             "Every record that has been quarantined, per partition: still quarantined, replayed "
             "into cleaned/ (by which run, when) or superseded by a new fetch. Updated by every "
@@ -127,28 +128,16 @@ def build_history_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefinition:
     def quarantine_history(
         context: dg.AssetExecutionContext,
         config: ReplayConfig,  # type: ignore[valid-type]
-        quarantined: pd.DataFrame,
-        **raws: pd.DataFrame,
+        **quarantined_by_dataset: pd.DataFrame,
     ) -> dg.Output[pd.DataFrame]:
         run_id = context.run.run_id
-        raw_records = pd.concat(
-            [
-                pd.DataFrame(
-                    {
-                        "partition_date": raw["partition_date"],
-                        "source": names[n].name,
-                        "record": raw["_record"],
-                    }
-                )
-                for n, raw in raws.items()
-            ],
-            ignore_index=True,
-        )
+        quarantined = pd.concat(list(quarantined_by_dataset.values()), ignore_index=True)
         prior = stored_partitions(context)
+        prior = empty_history() if prior is None else prior
         history = update_history(
-            empty_history() if prior is None else prior,
+            prior,
             quarantined,
-            raw_records,
+            raw_copies(context, sources, prior),
             run_id=run_id,
             at=now_utc(),
         )
@@ -182,6 +171,37 @@ def build_history_asset(sources: Sequence[SourceConfig]) -> dg.AssetsDefinition:
         return dg.Output(history, metadata=metadata)
 
     return quarantine_history
+
+
+def raw_copies(
+    context: dg.AssetExecutionContext, sources: Sequence[SourceConfig], prior: pd.DataFrame
+) -> pd.DataFrame:
+    """``partition_date, source, record`` of the raw records that were quarantined before.
+
+    Only those matter to the history (was a record released, or is it gone?); the raw
+    partitions are read in chunks and filtered, never held whole.
+    """
+    wanted = set(prior.loc[prior["status"] == QUARANTINED, "record"]) if len(prior) else set()
+    window = context.partition_time_window
+    bounds = (window.start.date(), window.end.date())
+    parts = [pd.DataFrame({"partition_date": [], "source": [], "record": []})]
+    if wanted:
+        for source in sources:
+            chunks = context.resources.io_manager.read_batches(
+                TableRef("raw", source.name), bounds, ["partition_date", "_record"], []
+            )
+            for chunk in chunks:
+                hit = chunk[chunk["_record"].isin(wanted)]
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "partition_date": hit["partition_date"],
+                            "source": source.name,
+                            "record": hit["_record"],
+                        }
+                    )
+                )
+    return pd.concat(parts, ignore_index=True)
 
 
 def build_replay_job(sources: Sequence[SourceConfig]) -> UnresolvedAssetJobDefinition:

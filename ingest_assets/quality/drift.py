@@ -32,6 +32,7 @@ import pandas as pd
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality.schemas import CLEANED_MODELS
 from ingest_assets.quality.validate import SYSTEM_COLUMNS, CoercionError, to_float, to_whole
+from ingest_assets.records.encode import FieldProfile
 
 _BOOLEAN_TEXT = {"true", "false"}
 
@@ -186,6 +187,52 @@ def detect_drift(
                 "nonconforming": bad,
                 "of": seen,
                 "example": str(examples[name])[:80],
+            }
+    return report
+
+
+_CONFORMING = {
+    "string": lambda p: p.kinds.get("string", 0),
+    "number": lambda p: p.kinds.get("integer", 0) + p.kinds.get("number", 0) + p.text_numbers,
+    "integer": lambda p: p.kinds.get("integer", 0) + p.text_wholes,
+    "boolean": lambda p: p.kinds.get("boolean", 0) + p.text_booleans,
+    "object": lambda p: p.kinds.get("object", 0),
+    "array": lambda p: p.kinds.get("array", 0),
+}
+
+
+def drift_from_profiles(
+    source: SourceConfig, records: int, profiles: Mapping[str, FieldProfile]
+) -> DriftReport:
+    """Drift of one day from the field profiles the raw stage measured while encoding.
+
+    The same verdicts as ``detect_drift``, without reading the records again.
+    """
+    declared, complete = declared_fields(source)
+    report = DriftReport(records=records, declared=dict(declared), complete_declaration=complete)
+    report.observed = {name: dict(p.kinds) for name, p in sorted(profiles.items())}
+    if not records:
+        return report
+    seen_fields = set(profiles)
+    if complete:
+        report.new_fields = sorted(seen_fields - set(declared))
+    report.missing_fields = sorted(set(declared) - seen_fields)
+    report.missing_required = sorted(set(report.missing_fields) & required_fields(source))
+    for name, kind in sorted(declared.items()):
+        profile = profiles.get(name)
+        if profile is None or kind == "any":
+            continue
+        seen = sum(profile.kinds.values())
+        conforming = _CONFORMING[kind](profile) if kind in _CONFORMING else seen
+        bad = seen - conforming
+        if bad * 2 > seen:
+            observed_as = max(profile.kinds.items(), key=lambda kv: kv[1])[0]
+            report.type_changes[name] = {
+                "declared": kind,
+                "observed_as": observed_as,
+                "nonconforming": bad,
+                "of": seen,
+                "example": profile.example or "",
             }
     return report
 

@@ -1,24 +1,71 @@
-"""The IO manager contract both warehouses share; each supplies only its ``write`` and ``read``."""
+"""The IO manager contract both warehouses share; each supplies its ``write``, ``read``,
+``stage`` (a streamed partition) and ``read_batches`` (a partition in bounded chunks)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from ingest_assets.warehouse.common import TableRef, definition_list, partition_dates
+
+# Rows per chunk when a step reads a partition piece by piece.
+READ_CHUNK_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class StagedPartition:
+    """One day of a raw table being written: the constant columns every row of it carries."""
+
+    table: TableRef
+    day: dt.date
+    run_id: str
+    ingested_at: pd.Timestamp
+
+
+class PartitionStage(Protocol):
+    """Batches appended as they arrive; the partition is swapped in by ``commit`` in one
+    transaction, so a failed or killed writer leaves the old partition as it was."""
+
+    rows: int
+
+    def append(self, batch: pa.RecordBatch) -> None: ...
+
+    def commit(self) -> int: ...
+
+
+def table_of(asset_key: Sequence[str], metadata: Mapping[str, object] | None) -> TableRef:
+    """The table of an asset: its key ``[schema, table]``, or the ``table`` metadata.
+
+    Several assets may share one table, each owning the rows its ``scope`` metadata names
+    (e.g. each dataset's quarantine rows in ``quarantine.records``).
+    """
+    named = (metadata or {}).get("table")
+    named = getattr(named, "value", named)
+    if named:
+        return TableRef.from_asset_key(str(named).split("."))
+    return TableRef.from_asset_key(asset_key)
+
+
+def scope_of(metadata: Mapping[str, object] | None) -> dict[str, str]:
+    value = (metadata or {}).get("scope")
+    value = getattr(value, "value", getattr(value, "data", value))
+    return dict(value or {})
 
 
 class PartitionedTableIOManager(dg.ConfigurableIOManager):
     """Stores each asset as the table ``<schema>.<table>`` named by its asset key.
 
-    A partitioned output replaces exactly its partition window's rows in one transaction, so a
-    re-run never duplicates rows and a reader never sees a half-written partition. Definition
-    metadata ``json_columns`` and ``primary_key`` shape the table; an input's ``columns``
-    metadata reads only those columns.
+    A partitioned output replaces exactly its partition window's rows (within its ``scope``,
+    when several assets share a table) in one transaction, so a re-run never duplicates rows
+    and a reader never sees a half-written partition. Definition metadata ``json_columns`` and
+    ``primary_key`` shape the table; an input's ``columns`` metadata reads only those columns.
     """
 
     warehouse: ClassVar[str]
@@ -30,25 +77,50 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         bounds: tuple[dt.date, dt.date] | None,
         json_columns: Sequence[str],
         primary_key: Sequence[str],
+        scope: Mapping[str, str] | None = None,
     ) -> None:
         raise NotImplementedError
 
     def read(
-        self, table: TableRef, bounds: tuple[dt.date, dt.date] | None, columns: Sequence[str] | None
+        self,
+        table: TableRef,
+        bounds: tuple[dt.date, dt.date] | None,
+        columns: Sequence[str] | None,
+        scope: Mapping[str, str] | None = None,
     ) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def stage(self, partition: StagedPartition) -> AbstractContextManager[PartitionStage]:
+        """A streamed write of one raw partition (see ``PartitionStage``)."""
+        raise NotImplementedError
+
+    def read_batches(
+        self,
+        table: TableRef,
+        bounds: tuple[dt.date, dt.date],
+        columns: Sequence[str] | None,
+        order_by: Sequence[str],
+        chunk_rows: int = READ_CHUNK_ROWS,
+    ) -> Iterator[pd.DataFrame]:
+        """The partition window in chunks of about ``chunk_rows``, in ``order_by`` order.
+
+        Columns asked for that the table lacks come back as nulls (a field a source never sent).
+        Nothing is yielded for a table that does not exist yet.
+        """
         raise NotImplementedError
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if obj is None:
             return
-        table = TableRef.from_asset_key(context.asset_key.path)
         metadata = context.definition_metadata
+        table = table_of(context.asset_key.path, metadata)
         self.write(
             table,
             obj,
             partition_dates(context),
             definition_list(metadata, "json_columns"),
             definition_list(metadata, "primary_key"),
+            scope_of(metadata),
         )
         context.add_output_metadata(
             {
@@ -59,6 +131,8 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        table = TableRef.from_asset_key(context.asset_key.path)
+        upstream = context.upstream_output
+        upstream_metadata = upstream.definition_metadata if upstream is not None else None
+        table = table_of(context.asset_key.path, upstream_metadata)
         columns = definition_list(context.definition_metadata, "columns") or None
-        return self.read(table, partition_dates(context), columns)
+        return self.read(table, partition_dates(context), columns, scope_of(upstream_metadata))

@@ -170,3 +170,33 @@ def check_partition_column(
             f"{table}: {len(outside)} rows have {PARTITION_COLUMN} outside the partition "
             f"[{start}, {end}), e.g. {outside.iloc[0]}"
         )
+
+
+def row_filter(
+    bounds: tuple[dt.date, dt.date] | None,
+    scope: Mapping[str, str] | None = None,
+    placeholder: str = "?",
+) -> tuple[str, list[object]]:
+    """The ``WHERE`` clause (and its parameters) selecting a partition window within a scope."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if bounds is not None:
+        column = quote_ident(PARTITION_COLUMN)
+        clauses += [f"{column} >= {placeholder}", f"{column} < {placeholder}"]
+        params += list(bounds)
+    for name, value in (scope or {}).items():
+        clauses.append(f"{quote_ident(name)} = {placeholder}")
+        params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def check_scope(df: pd.DataFrame, table: TableRef, scope: Mapping[str, str] | None) -> None:
+    """Refuse to write rows outside the scope being replaced (they would never be deleted)."""
+    for name, value in (scope or {}).items():
+        if name not in df.columns:
+            raise WarehouseError(f"{table}: the frame has no scope column {name!r}")
+        outside = df[df[name] != value]
+        if len(outside):
+            raise WarehouseError(
+                f"{table}: {len(outside)} rows have {name} other than {value!r}, the scope written"
+            )

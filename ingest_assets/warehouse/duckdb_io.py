@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import shutil
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ingest_assets.warehouse.base import PartitionedTableIOManager
+from ingest_assets.warehouse.base import (
+    READ_CHUNK_ROWS,
+    PartitionedTableIOManager,
+    StagedPartition,
+)
 from ingest_assets.warehouse.common import (
-    PARTITION_COLUMN,
     TableRef,
     WarehouseError,
     check_partition_column,
+    check_scope,
     logical_types,
     normalize_loaded,
     quote_ident,
     require_readable,
+    row_filter,
 )
 
 DUCKDB_TYPES = {
@@ -71,10 +80,13 @@ def write_frame(
     df: pd.DataFrame,
     bounds: tuple | None,
     json_columns: list[str] | None = None,
+    scope: Mapping[str, str] | None = None,
 ) -> None:
-    """Replace the rows of ``bounds`` (or the whole table) by ``df`` in one transaction."""
+    """Replace the rows of ``bounds`` (or the whole table) within ``scope`` by ``df``, in one
+    transaction."""
     if bounds is not None:
         check_partition_column(df, table, bounds)
+    check_scope(df, table, scope)
     types = {c: DUCKDB_TYPES[t] for c, t in logical_types(df, json_columns or []).items()}
     target = table.sql
     con.execute("BEGIN TRANSACTION")
@@ -95,14 +107,8 @@ def write_frame(
                         f"{table}: column {column!r} is {have} in the warehouse but the new data is "
                         f"{wanted}; migrate the column or rename it"
                     )
-        if bounds is None:
-            con.execute(f"DELETE FROM {target}")
-        else:
-            con.execute(
-                f"DELETE FROM {target} WHERE {quote_ident(PARTITION_COLUMN)} >= ? "
-                f"AND {quote_ident(PARTITION_COLUMN)} < ?",
-                list(bounds),
-            )
+        where, params = row_filter(bounds, scope)
+        con.execute(f"DELETE FROM {target}{where}", params)
         if not df.empty:
             con.register("_ingest_frame", df)
             names = ", ".join(quote_ident(c) for c in df.columns)
@@ -122,20 +128,13 @@ def read_frame(
     table: TableRef,
     bounds: tuple | None,
     columns: list[str] | None = None,
+    scope: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Rows of the partition window (or the whole table), optionally only some columns."""
     require_readable(table, _existing_columns(con, table), columns)
-    target = table.sql
     selected = ", ".join(quote_ident(c) for c in columns) if columns else "*"
-    if bounds is None:
-        df = con.execute(f"SELECT {selected} FROM {target}").df()
-    else:
-        df = con.execute(
-            f"SELECT {selected} FROM {target} WHERE {quote_ident(PARTITION_COLUMN)} >= ? "
-            f"AND {quote_ident(PARTITION_COLUMN)} < ?",
-            list(bounds),
-        ).df()
-    return normalize_loaded(df)
+    where, params = row_filter(bounds, scope)
+    return normalize_loaded(con.execute(f"SELECT {selected} FROM {table.sql}{where}", params).df())
 
 
 def _existing_columns(con: duckdb.DuckDBPyConnection, table: TableRef) -> dict[str, str]:
@@ -165,14 +164,146 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
         bounds: tuple[dt.date, dt.date] | None,
         json_columns: Sequence[str],
         primary_key: Sequence[str],
+        scope: Mapping[str, str] | None = None,
     ) -> None:
         # DuckDB checks key constraints eagerly inside a transaction, which trips over a
         # delete-then-insert of the same keys; uniqueness is the schema checks' job here.
         with connect(self.path) as con:
-            write_frame(con, table, df, bounds, list(json_columns))
+            write_frame(con, table, df, bounds, list(json_columns), scope)
 
     def read(
-        self, table: TableRef, bounds: tuple[dt.date, dt.date] | None, columns: Sequence[str] | None
+        self,
+        table: TableRef,
+        bounds: tuple[dt.date, dt.date] | None,
+        columns: Sequence[str] | None,
+        scope: Mapping[str, str] | None = None,
     ) -> pd.DataFrame:
         with connect(self.path) as con:
-            return read_frame(con, table, bounds, list(columns) if columns else None)
+            return read_frame(con, table, bounds, list(columns) if columns else None, scope)
+
+    @contextmanager
+    def stage(self, partition: StagedPartition) -> Iterator[ParquetStage]:
+        staging = Path(self.path).parent / "staging" / f"{partition.table}-{uuid.uuid4().hex}"
+        stage = ParquetStage(self.path, partition, staging)
+        try:
+            yield stage
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def read_batches(
+        self,
+        table: TableRef,
+        bounds: tuple[dt.date, dt.date],
+        columns: Sequence[str] | None,
+        order_by: Sequence[str],
+        chunk_rows: int = READ_CHUNK_ROWS,
+    ) -> Iterator[pd.DataFrame]:
+        with connect(self.path) as con:
+            existing = _existing_columns(con, table)
+            if not existing:
+                return
+            wanted = list(columns) if columns else list(existing)
+            selected = ", ".join(
+                quote_ident(c) if c in existing else f"CAST(NULL AS VARCHAR) AS {quote_ident(c)}"
+                for c in wanted
+            )
+            order = ", ".join(quote_ident(c) for c in order_by if c in existing)
+            where, params = row_filter(bounds)
+            reader = con.execute(
+                f"SELECT {selected} FROM {table.sql}{where}"
+                + (f" ORDER BY {order}" if order else ""),
+                params,
+            ).to_arrow_reader(chunk_rows)
+            for batch in reader:
+                yield normalize_loaded(batch.to_pandas())
+
+
+# Staged rows are written to a Parquet file once this many bytes are buffered.
+_STAGE_FILE_BYTES = 32 * 1024 * 1024
+
+
+class ParquetStage:
+    """A raw partition staged as Parquet files beside the warehouse, then swapped in at once.
+
+    The warehouse file is opened only for the swap, so a long fetch never holds DuckDB's
+    single-writer lock; the staged files are dropped whether the swap happens or not.
+    """
+
+    def __init__(self, path: str, partition: StagedPartition, staging: Path) -> None:
+        self.path = path
+        self.partition = partition
+        self.staging = staging
+        self.files: list[Path] = []
+        self.buffered: list[pa.RecordBatch] = []
+        self.buffered_bytes = 0
+        self.rows = 0
+        self.columns: dict[str, None] = {}
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self.buffered.append(batch)
+        self.buffered_bytes += batch.nbytes
+        self.rows += batch.num_rows
+        self.columns.update(dict.fromkeys(batch.schema.names))
+        if self.buffered_bytes >= _STAGE_FILE_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buffered:
+            return
+        self.staging.mkdir(parents=True, exist_ok=True)
+        path = self.staging / f"part-{len(self.files):05d}.parquet"
+        tables = [pa.Table.from_batches([b]) for b in self.buffered]
+        pq.write_table(pa.concat_tables(tables, promote_options="default"), path)
+        self.files.append(path)
+        self.buffered, self.buffered_bytes = [], 0
+
+    def commit(self) -> int:
+        """Replace the day's rows by the staged ones in one transaction; returns the row count."""
+        self._flush()
+        part = self.partition
+        table = part.table
+        fields = [c for c in self.columns if c not in _STAGE_TYPES]
+        wanted = {**_STAGE_TYPES, **dict.fromkeys(fields, "VARCHAR")}
+        with connect(self.path) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+                existing = _existing_columns(con, table)
+                if not existing:
+                    columns = ", ".join(f"{quote_ident(c)} {t}" for c, t in wanted.items())
+                    con.execute(f"CREATE TABLE {table.sql} ({columns})")
+                else:
+                    for column, kind in wanted.items():
+                        if column not in existing:
+                            con.execute(
+                                f"ALTER TABLE {table.sql} ADD COLUMN {quote_ident(column)} {kind}"
+                            )
+                day = (part.day, part.day + dt.timedelta(days=1))
+                where, params = row_filter(day)
+                con.execute(f"DELETE FROM {table.sql}{where}", params)
+                if self.files:
+                    files = ", ".join(f"'{f.as_posix()}'" for f in self.files)
+                    con.execute(
+                        f"INSERT INTO {table.sql} BY NAME SELECT CAST(? AS DATE) AS partition_date, "
+                        "CAST(? AS VARCHAR) AS _run_id, CAST(? AS TIMESTAMPTZ) AS _ingested_at, * "
+                        f"FROM read_parquet([{files}], union_by_name = true)",
+                        [part.day, part.run_id, part.ingested_at.to_pydatetime()],
+                    )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        return self.rows
+
+
+# The raw table's own columns (field columns are text).
+_STAGE_TYPES = {
+    "partition_date": "DATE",
+    "_run_id": "VARCHAR",
+    "_ingested_at": "TIMESTAMPTZ",
+    "_seq": "BIGINT",
+    "_record": "VARCHAR",
+    "_parse_error": "VARCHAR",
+}

@@ -25,7 +25,8 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 from urllib.parse import unquote
@@ -36,17 +37,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ingest_assets.warehouse.base import PartitionedTableIOManager
+from ingest_assets.warehouse.base import (
+    READ_CHUNK_ROWS,
+    PartitionedTableIOManager,
+    StagedPartition,
+)
 from ingest_assets.warehouse.common import (
     PARTITION_COLUMN,
     TableRef,
     WarehouseError,
     check_partition_column,
+    check_scope,
     logical_types,
     normalize_loaded,
     quote_ident,
     redact_url,
     require_readable,
+    row_filter,
 )
 
 PG_TYPES = {
@@ -324,10 +331,13 @@ def write_frame(
     bounds: tuple[dt.date, dt.date] | None,
     json_columns: Sequence[str] = (),
     primary_key: Sequence[str] = (),
+    scope: Mapping[str, str] | None = None,
 ) -> None:
-    """Replace the rows of ``bounds`` (or upsert / replace the whole table) by ``df``."""
+    """Replace the rows of ``bounds`` within ``scope`` (or upsert / replace the whole table)
+    by ``df``."""
     if bounds is not None:
         check_partition_column(df, table, bounds)
+    check_scope(df, table, scope)
     missing_key = [c for c in primary_key if c not in df.columns]
     if missing_key:
         raise WarehouseError(f"{table}: primary key column(s) {missing_key} are not in the frame")
@@ -342,14 +352,8 @@ def write_frame(
             if not df.empty:
                 _upsert(conn, table, df, types, list(primary_key))
             return
-        if bounds is None:
-            conn.execute(f"DELETE FROM {target}")
-        else:
-            conn.execute(
-                f"DELETE FROM {target} WHERE {quote_ident(PARTITION_COLUMN)} >= %s "
-                f"AND {quote_ident(PARTITION_COLUMN)} < %s",
-                list(bounds),
-            )
+        where, params = row_filter(bounds, scope, "%s")
+        conn.execute(f"DELETE FROM {target}{where}", params)
         if not df.empty:
             _copy_into(conn, target, df, types)
 
@@ -387,6 +391,7 @@ def read_frame(
     table: TableRef,
     bounds: tuple[dt.date, dt.date] | None,
     columns: Sequence[str] | None = None,
+    scope: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """The partition window (or whole table) as a frame with the dtypes DuckDB's reader gives.
 
@@ -399,15 +404,8 @@ def read_frame(
         require_readable(table, existing, columns)
         if columns:
             existing = {c: existing[c] for c in columns}
-        selected = ", ".join(quote_ident(c) for c in existing)
-        query = f"SELECT {selected} FROM {table.sql}"
-        if bounds is not None:
-            # COPY takes no parameters; the bounds are dates, so their ISO text is a safe literal.
-            start, end = (d.isoformat() for d in bounds)
-            query += (
-                f" WHERE {quote_ident(PARTITION_COLUMN)} >= DATE '{start}'"
-                f" AND {quote_ident(PARTITION_COLUMN)} < DATE '{end}'"
-            )
+        query = f"SELECT {', '.join(quote_ident(c) for c in existing)} FROM {table.sql}"
+        query += _literal_filter(bounds, scope)
         buffer = io.BytesIO()
         with (
             conn.cursor() as cur,
@@ -416,10 +414,28 @@ def read_frame(
             for chunk in copy:
                 buffer.write(chunk)
     buffer.seek(0)
-    arrow = pacsv.read_csv(
-        buffer,
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
+    return _frame(pacsv.read_csv(buffer, **_csv_options(existing)))
+
+
+def _literal_filter(
+    bounds: tuple[dt.date, dt.date] | None, scope: Mapping[str, str] | None = None
+) -> str:
+    """``row_filter`` with literals: COPY takes no parameters. Bounds are dates (their ISO text
+    is a safe literal); scope values are quoted as string literals."""
+    clauses = []
+    if bounds is not None:
+        start, end = (d.isoformat() for d in bounds)
+        column = quote_ident(PARTITION_COLUMN)
+        clauses += [f"{column} >= DATE '{start}'", f"{column} < DATE '{end}'"]
+    for name, value in (scope or {}).items():
+        clauses.append(f"{quote_ident(name)} = '{str(value).replace(chr(39), chr(39) * 2)}'")
+    return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+
+def _csv_options(existing: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
             column_types={c: _ARROW_TYPES.get(t, pa.string()) for c, t in existing.items()},
             # PostgreSQL writes NULL as an empty field and '' as "": keep them apart.
             null_values=[""],
@@ -428,13 +444,151 @@ def read_frame(
             true_values=["t"],
             false_values=["f"],
         ),
-    )
+    }
+
+
+def _frame(arrow: pa.Table | pa.RecordBatch) -> pd.DataFrame:
     df = arrow.to_pandas(date_as_object=False)
     for column in arrow.column_names:
         values = arrow.column(column)
         if values.null_count and values.type in _NULLABLE_DTYPES:
             df[column] = values.to_pandas(types_mapper=_NULLABLE_DTYPES.get)
     return normalize_loaded(df)
+
+
+def read_batches(
+    conn: psycopg.Connection,
+    table: TableRef,
+    bounds: tuple[dt.date, dt.date],
+    columns: Sequence[str] | None,
+    order_by: Sequence[str],
+    chunk_rows: int = READ_CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The partition window in chunks: COPYed to a temporary file (one snapshot), then read
+    back by Arrow's streaming CSV reader, so memory holds one chunk, not the partition."""
+    with tempfile.TemporaryFile() as spool:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            existing = _existing_columns(conn, table)
+            if not existing:
+                return
+            wanted = list(columns) if columns else list(existing)
+            selected = ", ".join(
+                quote_ident(c) if c in existing else f"NULL::text AS {quote_ident(c)}"
+                for c in wanted
+            )
+            order = ", ".join(quote_ident(c) for c in order_by if c in existing)
+            query = f"SELECT {selected} FROM {table.sql}{_literal_filter(bounds)}"
+            query += f" ORDER BY {order}" if order else ""
+            with (
+                conn.cursor() as cur,
+                cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER)") as copy,
+            ):
+                for chunk in copy:
+                    spool.write(chunk)
+        spool.seek(0)
+        types = {c: existing.get(c, "text") for c in wanted}
+        reader = pacsv.open_csv(
+            spool,
+            read_options=pacsv.ReadOptions(block_size=16 << 20),
+            **_csv_options(types),
+        )
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= chunk_rows:
+                yield _frame(pa.Table.from_batches(pending))
+                pending, rows = [], 0
+        if pending:
+            yield _frame(pa.Table.from_batches(pending))
+
+
+class _CopyStage:
+    """A raw partition COPYed batch by batch into a temporary table on one connection, then
+    swapped in by one transaction (delete the day, insert the staged rows).
+
+    A temporary table is private to the session and dropped with it: a killed writer leaves
+    nothing behind and the old partition as it was.
+    """
+
+    def __init__(self, conn: psycopg.Connection, partition: StagedPartition) -> None:
+        self.conn = conn
+        self.partition = partition
+        self.name = "_ingest_raw_stage"
+        self.columns: dict[str, str] = dict(_RAW_STAGE_TYPES)
+        self.rows = 0
+        conn.execute(f"DROP TABLE IF EXISTS {self.name}")
+        columns = ", ".join(f"{quote_ident(c)} {t}" for c, t in self.columns.items())
+        conn.execute(f"CREATE TEMP TABLE {self.name} ({columns})")
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        for column in batch.schema.names:
+            if column not in self.columns:
+                self.conn.execute(f"ALTER TABLE {self.name} ADD COLUMN {quote_ident(column)} text")
+                self.columns[column] = "text"
+        names = ", ".join(quote_ident(c) for c in batch.schema.names)
+        options = pacsv.WriteOptions(include_header=False)
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(f"COPY {self.name} ({names}) FROM STDIN (FORMAT csv)") as copy,
+            pacsv.CSVWriter(_CopySink(copy), batch.schema, write_options=options) as writer,
+        ):
+            writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def commit(self) -> int:
+        part = self.partition
+        table = part.table
+        types = {
+            "partition_date": "date",
+            "_run_id": "text",
+            "_ingested_at": "timestamp with time zone",
+            **{c: ("jsonb" if c == "_record" else t) for c, t in self.columns.items()},
+        }
+        _ensure_columns(self.conn, table, types)
+        names = [c for c in self.columns]
+        selected = ", ".join(
+            f"{quote_ident(c)}::jsonb" if c == "_record" else quote_ident(c) for c in names
+        )
+        day = (part.day, part.day + dt.timedelta(days=1))
+        with self.conn.transaction():
+            _lock_rows(self.conn, table, day)
+            where, params = row_filter(day, None, "%s")
+            self.conn.execute(f"DELETE FROM {table.sql}{where}", params)
+            self.conn.execute(
+                f"INSERT INTO {table.sql} (partition_date, _run_id, _ingested_at, "
+                f"{', '.join(quote_ident(c) for c in names)}) "
+                f"SELECT %s::date, %s, %s::timestamptz, {selected} FROM {self.name}",
+                [part.day, part.run_id, part.ingested_at.to_pydatetime()],
+            )
+        self.conn.execute(f"DROP TABLE IF EXISTS {self.name}")
+        return self.rows
+
+
+_RAW_STAGE_TYPES = {"_seq": "bigint", "_record": "text", "_parse_error": "text"}
+
+
+def _ensure_columns(conn: psycopg.Connection, table: TableRef, types: Mapping[str, str]) -> None:
+    """Create the table, or add the columns it lacks, in a short transaction of its own."""
+    existing = _existing_columns(conn, table)
+    if existing and all(c in existing for c in types):
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s::bigint)", [_DDL_LOCK])
+        existing = _existing_columns(conn, table)
+        if not existing:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+            columns = ", ".join(f"{quote_ident(c)} {t}" for c, t in types.items())
+            conn.execute(f"CREATE TABLE {table.sql} ({columns})")
+            conn.execute(f"CREATE INDEX ON {table.sql} ({quote_ident(PARTITION_COLUMN)})")
+            return
+        for column, kind in types.items():
+            if column not in existing:
+                conn.execute(f"ALTER TABLE {table.sql} ADD COLUMN {quote_ident(column)} {kind}")
 
 
 class PostgresPartitionedIOManager(PartitionedTableIOManager):
@@ -460,12 +614,33 @@ class PostgresPartitionedIOManager(PartitionedTableIOManager):
         bounds: tuple[dt.date, dt.date] | None,
         json_columns: Sequence[str],
         primary_key: Sequence[str],
+        scope: Mapping[str, str] | None = None,
     ) -> None:
         with connect(self.url) as conn:
-            write_frame(conn, table, df, bounds, json_columns, primary_key)
+            write_frame(conn, table, df, bounds, json_columns, primary_key, scope)
 
     def read(
-        self, table: TableRef, bounds: tuple[dt.date, dt.date] | None, columns: Sequence[str] | None
+        self,
+        table: TableRef,
+        bounds: tuple[dt.date, dt.date] | None,
+        columns: Sequence[str] | None,
+        scope: Mapping[str, str] | None = None,
     ) -> pd.DataFrame:
         with connect(self.url) as conn:
-            return read_frame(conn, table, bounds, columns)
+            return read_frame(conn, table, bounds, columns, scope)
+
+    @contextmanager
+    def stage(self, partition: StagedPartition) -> Iterator[_CopyStage]:
+        with connect(self.url) as conn:
+            yield _CopyStage(conn, partition)
+
+    def read_batches(
+        self,
+        table: TableRef,
+        bounds: tuple[dt.date, dt.date],
+        columns: Sequence[str] | None,
+        order_by: Sequence[str],
+        chunk_rows: int = READ_CHUNK_ROWS,
+    ) -> Iterator[pd.DataFrame]:
+        with connect(self.url) as conn:
+            yield from read_batches(conn, table, bounds, columns, order_by, chunk_rows)

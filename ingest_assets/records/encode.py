@@ -1,0 +1,215 @@
+"""Connector batches → Arrow record batches of the raw table, each record encoded once.
+
+Every field column holds text: a string as it came, anything else as its JSON text (``9.5``,
+``true``, ``[1, 2]``). A source is free to send ``"n/a"`` in a numeric field or to omit a field
+one day: the raw table takes it as fetched (typing is the split's job), so an odd record lands in
+quarantine instead of failing the load of the whole day.
+
+A record that no warehouse can store as it is — a non-finite number (JSON has none: ``NaN``,
+``Infinity``), an unpaired surrogate (not encodable as UTF-8) or a NUL character (PostgreSQL
+text cannot hold one) — is kept as a parse-error record: ``_parse_error`` says why, ``_record``
+holds the record with those characters/values made visible (``\\ufffd``, ``"NaN"``). It is then
+quarantined, identically on DuckDB and PostgreSQL, instead of failing the day or being altered
+silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+SEQ, RECORD, PARSE_ERROR = "_seq", "_record", "_parse_error"
+SYSTEM_COLUMNS = ("partition_date", "_run_id", "_ingested_at", RECORD, SEQ, PARSE_ERROR)
+_NOT_IDENT = re.compile(r"[^0-9a-zA-Z_]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode
+
+
+def column_name(field: str) -> str:
+    """A field name as a safe, lower_snake column name."""
+    name = _NOT_IDENT.sub("_", str(field)).strip("_").lower() or "field"
+    return f"f_{name}" if name[0].isdigit() else name
+
+
+def _visible(value: Any) -> Any:
+    """The value with what cannot be stored made visible: NaN → "NaN", bad characters → U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value).replace("\x00", "\ufffd")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, Mapping):
+        return {_visible(str(k)): _visible(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_visible(v) for v in value]
+    return value
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a value cannot be stored as it is, or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "a NUL character (U+0000)"
+        if _SURROGATE.search(value):
+            return "an unpaired surrogate (not valid Unicode)"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"a non-finite number ({value})"
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            reason = _unstorable(str(k)) or _unstorable(v)
+            if reason:
+                return reason
+        return None
+    if isinstance(value, list | tuple):
+        for v in value:
+            reason = _unstorable(v)
+            if reason:
+                return reason
+    return None
+
+
+def _cell(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    return _dumps(value)
+
+
+@dataclass
+class FieldProfile:
+    """What one field looked like across the records of a day (for schema drift)."""
+
+    kinds: dict[str, int] = field(default_factory=dict)
+    # non-missing text values that read as a number / a whole number / a boolean
+    text_numbers: int = 0
+    text_wholes: int = 0
+    text_booleans: int = 0
+    example: str | None = None
+
+
+_NUMBER = re.compile(r"^\s*[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\s*$")
+_WHOLE = re.compile(r"^\s*[+-]?(?:0|[1-9][0-9]*)(?:\.0+)?\s*$")
+
+
+def _kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "integer" if value.is_integer() else "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return "string" if str(value).strip() else None
+
+
+class RawEncoder:
+    """Encodes one fetch (a source and a day) batch by batch, in the source's order.
+
+    ``_seq`` numbers the records in the order the connector hands them over, which is the
+    source's own order (page, place in the page, line of a file), never arrival time. Column
+    names are assigned to fields in first-seen order, so they are stable for a given source
+    content.
+    """
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.columns: dict[str, str] = {}
+        self.profiles: dict[str, FieldProfile] = {}
+        self.parse_errors = 0
+
+    def _column(self, key: str) -> str:
+        name = self.columns.get(key)
+        if name is None:
+            name = column_name(key)
+            taken = set(self.columns.values())
+            while name in taken or name in SYSTEM_COLUMNS:
+                name = f"{name}_"
+            self.columns[key] = name
+        return name
+
+    def encode(self, records: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
+        """One Arrow batch: ``_seq``, ``_record``, ``_parse_error`` and a text column per field."""
+        texts: list[str] = []
+        errors: list[str | None] = []
+        kept: list[Mapping[str, Any]] = []
+        for record in records:
+            record, text, error = self._encode_one(record)
+            texts.append(text)
+            errors.append(error)
+            kept.append(record)
+        keys: dict[str, None] = {}
+        for record in kept:
+            keys.update(dict.fromkeys(record))
+        keys.pop(PARSE_ERROR, None)
+        arrays: dict[str, pa.Array] = {
+            SEQ: pa.array(range(self.seq, self.seq + len(kept)), pa.int64()),
+            RECORD: pa.array(texts, pa.string()),
+            PARSE_ERROR: pa.array(errors, pa.string()),
+        }
+        self.seq += len(kept)
+        for key in keys:
+            values = [record.get(key) for record in kept]
+            self._profile(key, values)
+            arrays[self._column(key)] = pa.array([_cell(v) for v in values], pa.string())
+        return pa.RecordBatch.from_pydict(arrays)
+
+    def _encode_one(self, record: Any) -> tuple[Mapping[str, Any], str, str | None]:
+        if not isinstance(record, Mapping):
+            record = {PARSE_ERROR: f"not a JSON object: {type(record).__name__}", "_raw": record}
+        error = record.get(PARSE_ERROR)
+        try:
+            text = _dumps(record)
+            text.encode("utf-8")
+            if "\\u0000" in text:
+                raise ValueError("NUL")
+        except (ValueError, UnicodeEncodeError):
+            reason = next(
+                (
+                    f"{why} in field {_visible(str(k))!r}"
+                    for k, v in record.items()
+                    if (why := _unstorable(str(k)) or _unstorable(v))
+                ),
+                "a value that cannot be stored",
+            )
+            record = _visible(record)
+            text = _dumps(record)
+            error = (f"{error}; " if error else "") + f"the record holds {reason}"
+        if error is not None:
+            self.parse_errors += 1
+            error = str(error)
+        return record, text, error
+
+    def _profile(self, key: str, values: list[Any]) -> None:
+        if key.startswith("_"):
+            return
+        profile = self.profiles.setdefault(key, FieldProfile())
+        kinds = profile.kinds
+        for value in values:
+            kind = _kind(value)
+            if kind is None:
+                continue
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if kind == "string":
+                if _NUMBER.match(value):
+                    profile.text_numbers += 1
+                    if _WHOLE.match(value):
+                        profile.text_wholes += 1
+                elif value.strip().lower() in ("true", "false"):
+                    profile.text_booleans += 1
+            if profile.example is None:
+                profile.example = str(value)[:80]
+
+
+def encode_records(records: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
+    """One-off encoding of records (tests, small tools)."""
+    return RawEncoder().encode(list(records))
