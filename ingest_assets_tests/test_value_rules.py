@@ -171,14 +171,20 @@ def test_weather_rules() -> None:
 
 
 def test_the_earlier_duplicate_is_the_first_fetched_whatever_the_read_order() -> None:
-    from ingest_assets.assets.datasets import split_source
-    from ingest_assets.config import load_sources
     from ingest_assets.transforms.raw import with_sequence
 
     raw = with_sequence(
         raw_frame([product(title="first"), product(title="second")], dt.date(2024, 6, 1), "r", NOW)
     )
     as_read = raw.iloc[::-1].reset_index(drop=True)  # a warehouse may return rows in any order
-    result = split_source(load_sources().by_name("dummyjson_products"), as_read, "r", NOW)
+    result = split_records(
+        as_read,
+        source="src",
+        dataset="products",
+        mapping=MAPPING,
+        run_id="r",
+        quarantined_at=NOW,
+        clean=normalize_products,
+    )
     assert result.valid["title"].tolist() == ["first"]
     assert json.loads(result.quarantined["record"][0])["title"] == "second"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SEQ, RECORD, PARSE_ERROR = "_seq", "_record", "_parse_error"
 SYSTEM_COLUMNS = ("partition_date", "_run_id", "_ingested_at", RECORD, SEQ, PARSE_ERROR)
@@ -72,6 +73,14 @@ def _unstorable(value: Any) -> str | None:
             if reason:
                 return reason
     return None
+
+
+_SCALAR_TYPES = {pa.string(), pa.int64(), pa.float64(), pa.bool_(), pa.null()}
+_BOOLEAN_TEXT = pa.array(["true", "false"])
+
+
+def _count(mask: pa.Array) -> int:
+    return pc.sum(mask).as_py() or 0
 
 
 def _cell(value: Any) -> str | None:
@@ -139,55 +148,87 @@ class RawEncoder:
 
     def encode(self, records: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
         """One Arrow batch: ``_seq``, ``_record``, ``_parse_error`` and a text column per field."""
-        texts: list[str] = []
-        errors: list[str | None] = []
-        kept: list[Mapping[str, Any]] = []
-        for record in records:
-            record, text, error = self._encode_one(record)
-            texts.append(text)
-            errors.append(error)
-            kept.append(record)
+        kept, texts, errors = self._records(records)
         keys: dict[str, None] = {}
         for record in kept:
             keys.update(dict.fromkeys(record))
         keys.pop(PARSE_ERROR, None)
         arrays: dict[str, pa.Array] = {
             SEQ: pa.array(range(self.seq, self.seq + len(kept)), pa.int64()),
-            RECORD: pa.array(texts, pa.string()),
+            RECORD: texts,
             PARSE_ERROR: pa.array(errors, pa.string()),
         }
         self.seq += len(kept)
         for key in keys:
             values = [record.get(key) for record in kept]
-            self._profile(key, values)
-            arrays[self._column(key)] = pa.array([_cell(v) for v in values], pa.string())
+            arrays[self._column(key)] = self._text_column(key, values)
         return pa.RecordBatch.from_pydict(arrays)
+
+    def _records(
+        self, records: Sequence[Any]
+    ) -> tuple[list[Mapping[str, Any]], pa.Array, list[str | None]]:
+        """(records, their JSON texts, parse errors): one JSON encoding per record; the slow,
+        record-by-record path only for a batch holding something unstorable."""
+        if all(isinstance(r, Mapping) for r in records):
+            try:
+                texts = [_dumps(r) for r in records]
+                if not any("\\u0000" in t for t in texts):
+                    array = pa.array(texts, pa.string())
+                    errors = [r.get(PARSE_ERROR) for r in records]
+                    errors = [None if e is None else str(e) for e in errors]
+                    self.parse_errors += sum(e is not None for e in errors)
+                    return list(records), array, errors
+            except (ValueError, UnicodeEncodeError):
+                pass
+        kept, texts, errors = [], [], []
+        for record in records:
+            record, text, error = self._encode_one(record)
+            kept.append(record)
+            texts.append(text)
+            errors.append(error)
+        return kept, pa.array(texts, pa.string()), errors
 
     def _encode_one(self, record: Any) -> tuple[Mapping[str, Any], str, str | None]:
         if not isinstance(record, Mapping):
             record = {PARSE_ERROR: f"not a JSON object: {type(record).__name__}", "_raw": record}
         error = record.get(PARSE_ERROR)
+        reason = None
         try:
             text = _dumps(record)
             text.encode("utf-8")
-            if "\\u0000" in text:
-                raise ValueError("NUL")
         except (ValueError, UnicodeEncodeError):
-            reason = next(
+            reason = "a value that cannot be stored"
+        if reason or "\\u0000" in text:
+            found = next(
                 (
                     f"{why} in field {_visible(str(k))!r}"
                     for k, v in record.items()
                     if (why := _unstorable(str(k)) or _unstorable(v))
                 ),
-                "a value that cannot be stored",
+                reason,
             )
-            record = _visible(record)
-            text = _dumps(record)
-            error = (f"{error}; " if error else "") + f"the record holds {reason}"
+            if found:
+                record = _visible(record)
+                text = _dumps(record)
+                error = (f"{error}; " if error else "") + f"the record holds {found}"
         if error is not None:
             self.parse_errors += 1
             error = str(error)
         return record, text, error
+
+    def _text_column(self, key: str, values: list[Any]) -> pa.Array:
+        """The field's values as text; profiled for drift on the way (column-wise where the
+        values share one JSON scalar type, value by value otherwise)."""
+        try:
+            array = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            array = None
+        if array is None or array.type not in _SCALAR_TYPES:
+            self._profile(key, values)
+            return pa.array([_cell(v) for v in values], pa.string())
+        if not key.startswith("_"):
+            self._profile_array(key, array)
+        return array if array.type == pa.string() else array.cast(pa.string())
 
     def _profile(self, key: str, values: list[Any]) -> None:
         if key.startswith("_"):
@@ -209,6 +250,31 @@ class RawEncoder:
             if profile.example is None:
                 profile.example = str(value)[:80]
 
+    def _profile_array(self, key: str, array: pa.Array) -> None:
+        profile = self.profiles.setdefault(key, FieldProfile())
+        kinds = profile.kinds
+        present = array.drop_null()
+        if not len(present):
+            return
+        kind_type = array.type
+        if kind_type == pa.int64():
+            counts = {"integer": len(present)}
+        elif kind_type == pa.float64():
+            whole = pc.sum(pc.equal(present, pc.floor(present))).as_py() or 0
+            counts = {"integer": whole, "number": len(present) - whole}
+        elif kind_type == pa.bool_():
+            counts = {"boolean": len(present)}
+        else:
+            trimmed = pc.utf8_trim_whitespace(present)
+            counts = {"string": pc.sum(pc.not_equal(trimmed, "")).as_py() or 0}
+            profile.text_numbers += _count(pc.match_substring_regex(present, _NUMBER.pattern))
+            profile.text_wholes += _count(pc.match_substring_regex(present, _WHOLE.pattern))
+            profile.text_booleans += _count(pc.is_in(pc.utf8_lower(trimmed), _BOOLEAN_TEXT))
+        for kind, n in counts.items():
+            if n:
+                kinds[kind] = kinds.get(kind, 0) + n
+        if profile.example is None:
+            profile.example = str(present[0].as_py())[:80]
 
 def encode_records(records: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
     """One-off encoding of records (tests, small tools)."""

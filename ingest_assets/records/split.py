@@ -270,7 +270,7 @@ class DatasetSplit:
                 "partition_date": frame["partition_date"].to_numpy()[bad_rows],
                 "source": source,
                 "dataset": self.dataset,
-                "record": raw[RECORD].to_numpy()[bad_rows],
+                "record": raw[RECORD].iloc[bad_rows].astype(object).to_numpy(),
                 "errors": [json.dumps(errors[i], default=str) for i in bad_rows],
                 "run_id": self.run_id,
                 "quarantined_at": self.quarantined_at,

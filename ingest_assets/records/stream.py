@@ -30,7 +30,7 @@ def stream_into(
     ctx: FetchContext,
     stage: Stage,
     encoder: RawEncoder,
-    max_buffered: int = 4,
+    max_buffered: int = 2,
 ) -> None:
     """Fetch every batch of ``ctx.partition_date`` into ``stage``; raises the first error of
     either side (the fetch is cancelled when the writer fails)."""

@@ -16,7 +16,7 @@ import pyarrow as pa
 from ingest_assets.warehouse.common import TableRef, definition_list, partition_dates
 
 # Rows per chunk when a step reads a partition piece by piece.
-READ_CHUNK_ROWS = 200_000
+READ_CHUNK_ROWS = 50_000
 
 
 @dataclass(frozen=True)

@@ -200,3 +200,24 @@ def check_scope(df: pd.DataFrame, table: TableRef, scope: Mapping[str, str] | No
             raise WarehouseError(
                 f"{table}: {len(outside)} rows have {name} other than {value!r}, the scope written"
             )
+
+
+
+# Columns read in chunks whose text stays in Arrow memory: a record's JSON is kilobytes, and as
+# Python strings a chunk of them would weigh several times its size.
+ARROW_TEXT_COLUMNS = ("_record",)
+
+
+def arrow_frame(table: object) -> pd.DataFrame:
+    """An Arrow table or batch as a frame, ``ARROW_TEXT_COLUMNS`` kept Arrow-backed."""
+    import pyarrow as pa
+
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    names = list(table.schema.names)
+    keep = [n for n in ARROW_TEXT_COLUMNS if n in names]
+    frame = table.drop_columns(keep).to_pandas(date_as_object=False)
+    for name in keep:
+        column = table.column(name).cast(pa.string())
+        frame[name] = pd.Series(pd.arrays.ArrowExtensionArray(column), index=frame.index)
+    return frame[names]

@@ -25,6 +25,7 @@ from ingest_assets.warehouse.base import (
 from ingest_assets.warehouse.common import (
     TableRef,
     WarehouseError,
+    arrow_frame,
     check_partition_column,
     check_scope,
     logical_types,
@@ -215,11 +216,13 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
                 params,
             ).to_arrow_reader(chunk_rows)
             for batch in reader:
-                yield normalize_loaded(batch.to_pandas())
+                yield normalize_loaded(arrow_frame(batch))
 
 
 # Staged rows are written to a Parquet file once this many bytes are buffered.
 _STAGE_FILE_BYTES = 32 * 1024 * 1024
+# DuckDB's memory while swapping a staged partition in (it spills to disk beyond it).
+_STAGE_MEMORY = "256MB"
 
 
 class ParquetStage:
@@ -267,6 +270,10 @@ class ParquetStage:
         fields = [c for c in self.columns if c not in _STAGE_TYPES]
         wanted = {**_STAGE_TYPES, **dict.fromkeys(fields, "VARCHAR")}
         with connect(self.path) as con:
+            # Rows are read back in _seq order, never insertion order: DuckDB may then load
+            # the files in parallel without buffering them whole.
+            con.execute("SET preserve_insertion_order = false")
+            con.execute(f"SET memory_limit = '{_STAGE_MEMORY}'")
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")

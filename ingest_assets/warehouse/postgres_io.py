@@ -46,6 +46,7 @@ from ingest_assets.warehouse.common import (
     PARTITION_COLUMN,
     TableRef,
     WarehouseError,
+    arrow_frame,
     check_partition_column,
     check_scope,
     logical_types,
@@ -448,7 +449,7 @@ def _csv_options(existing: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _frame(arrow: pa.Table | pa.RecordBatch) -> pd.DataFrame:
-    df = arrow.to_pandas(date_as_object=False)
+    df = arrow_frame(arrow)
     for column in arrow.column_names:
         values = arrow.column(column)
         if values.null_count and values.type in _NULLABLE_DTYPES:
