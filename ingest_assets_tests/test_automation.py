@@ -208,5 +208,5 @@ def test_a_fetched_day_pulls_its_downstream_once_every_parent_is_there(ingest_en
         requested = {r.key.to_user_string() for r in result.results if r.true_subset.size}
     # weather has every parent for the day; products still waits for the partner and supplier files
     assert "cleaned/weather" in requested
-    assert "cleaned/products" not in requested and "quarantine/records" not in requested
+    assert "cleaned/products" not in requested and "quarantine/products" not in requested
     assert result.get_num_requested(dg.AssetKey(["cleaned", "weather"])) == 1

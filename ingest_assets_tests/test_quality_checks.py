@@ -9,8 +9,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from ingest_assets.assets import datasets as dataset_assets
 from ingest_assets.quality.validate import SplitResult
+from ingest_assets.records.split import DatasetSplit
 from ingest_assets.transforms import datasets as transforms
 from ingest_assets_tests.quality_fixtures import (  # noqa: F401 - fixtures
     QualityEnv,
@@ -34,14 +34,17 @@ def value(evaluation: dg.AssetCheckEvaluation, key: str) -> object:
 def test_every_table_has_its_checks(quality_env: QualityEnv) -> None:
     graph = quality_env.definitions().resolve_asset_graph()
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    for table in (*TABLES, "features/weather", "metrics/weather", "metrics/ingestion"):
+    for table in (*TABLES, "features/weather", "metrics/weather"):
         assert (table, "pandera_schema") in checks
-    for table in ("quarantine/records", "quarantine/history"):
-        assert (table, "pandera_schema") in checks
+    for dataset in ("products", "weather"):
+        for table in (f"quarantine/{dataset}", f"metrics/ingestion_{dataset}"):
+            assert (table, "pandera_schema") in checks
+    assert ("quarantine/history", "pandera_schema") in checks
     for source in SOURCES:
+        dataset = "weather" if source == "open_meteo_weather" else "products"
         assert {
-            ("quarantine/records", f"conservation_{source}"),
-            ("quarantine/records", f"quarantine_rate_{source}"),
+            (f"quarantine/{dataset}", f"conservation_{source}"),
+            (f"quarantine/{dataset}", f"quarantine_rate_{source}"),
         } <= checks
         assert {(f"raw/{source}", "schema_drift"), (f"raw/{source}", "row_count_anomaly")} <= checks
         node = graph.get(dg.AssetKey(["raw", source]))
@@ -62,22 +65,23 @@ def test_the_demo_partition_passes_every_check_and_counts_each_record_once(
     checks = check_results(result)
     failed = {key: e.description for key, e in checks.items() if not e.passed}
     assert not failed
-    assert len(checks) == 9 + 4 * 4  # schema checks; per source: conservation, rate, drift, volume
+    # schema checks; per source: conservation, rate, drift, volume
+    assert len(checks) == 11 + 4 * 4
 
-    partner = checks[("quarantine/records", "conservation_partner_feed")]
+    partner = checks[("quarantine/products", "conservation_partner_feed")]
     assert partner.severity == dg.AssetCheckSeverity.ERROR
     assert (value(partner, "raw"), value(partner, "valid"), value(partner, "quarantined")) == (
         40,
         31,
         9,
     )
-    weather = checks[("quarantine/records", "conservation_open_meteo_weather")]
+    weather = checks[("quarantine/weather", "conservation_open_meteo_weather")]
     assert (value(weather, "raw"), value(weather, "valid"), value(weather, "quarantined")) == (
         120,
         120,
         0,
     )
-    rate = checks[("quarantine/records", "quarantine_rate_partner_feed")]
+    rate = checks[("quarantine/products", "quarantine_rate_partner_feed")]
     assert (
         value(rate, "share") == round(9 / 40, 4) and "price: greater_than(0) ×2" in rate.description
     )
@@ -89,15 +93,15 @@ def test_the_demo_partition_passes_every_check_and_counts_each_record_once(
 
 def corrupt_categories(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in cleaning: valid products leave the split with upper-case categories."""
-    split_source = dataset_assets.split_source
+    split = DatasetSplit.split
 
-    def buggy(source, raw, run_id, at) -> SplitResult:
-        result = split_source(source, raw, run_id, at)
-        if source.dataset == "products":
+    def buggy(self, raw, source, mapping) -> SplitResult:
+        result = split(self, raw, source, mapping)
+        if self.dataset == "products":
             result.valid["category"] = result.valid["category"].str.upper()
         return result
 
-    monkeypatch.setattr(dataset_assets, "split_source", buggy)
+    monkeypatch.setattr(DatasetSplit, "split", buggy)
 
 
 def test_a_failing_cleaned_check_blocks_everything_downstream_in_the_run(
@@ -144,22 +148,22 @@ def test_features_and_metrics_checks_report_errors_without_blocking(
 def test_conservation_fails_when_a_record_is_lost(
     quality_env: QualityEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    split_source = dataset_assets.split_source
+    split = DatasetSplit.split
 
-    def loses_one(source, raw, run_id, at) -> SplitResult:
-        result = split_source(source, raw, run_id, at)
-        if source.name == "partner_feed":
+    def loses_one(self, raw, source, mapping) -> SplitResult:
+        result = split(self, raw, source, mapping)
+        if source == "partner_feed":
             result.valid = result.valid.iloc[1:].reset_index(drop=True)
         return result
 
-    monkeypatch.setattr(dataset_assets, "split_source", loses_one)
+    monkeypatch.setattr(DatasetSplit, "split", loses_one)
     result = quality_env.run()
     checks = check_results(result)
-    lost = checks[("quarantine/records", "conservation_partner_feed")]
+    lost = checks[("quarantine/products", "conservation_partner_feed")]
     assert not lost.passed and lost.severity == dg.AssetCheckSeverity.ERROR
     assert "40 raw ≠ 30 valid + 9 quarantined" in lost.description
     assert value(lost, "per_day") == {"2024-06-01": {"raw": 40, "valid": 30, "quarantined": 9}}
-    assert checks[("quarantine/records", "conservation_supplier_catalog")].passed
+    assert checks[("quarantine/products", "conservation_supplier_catalog")].passed
 
 
 ONLY_BAD = """partner_sku,name,category,brand,list_price,discount,rating,stock
@@ -190,12 +194,12 @@ def test_a_partition_of_only_invalid_records(quality_env: QualityEnv) -> None:
     checks = check_results(result)
     assert checks[("cleaned/products", "pandera_schema")].passed
     assert value(checks[("cleaned/products", "pandera_schema")], "rows_checked") == 0
-    conserved = checks[("quarantine/records", "conservation_partner_feed")]
+    conserved = checks[("quarantine/products", "conservation_partner_feed")]
     assert (
         conserved.passed
         and conserved.description == "partner_feed: 5 raw = 0 valid + 5 quarantined"
     )
-    why = checks[("quarantine/records", "quarantine_rate_partner_feed")]
+    why = checks[("quarantine/products", "quarantine_rate_partner_feed")]
     assert not why.passed and why.severity == dg.AssetCheckSeverity.WARN
     assert value(why, "share") == 1.0
     for reason in (

@@ -75,9 +75,9 @@ def test_replay_after_a_mapping_fix_moves_records_once(quality_env: QualityEnv) 
         "quarantined_ids": 9,
     }
     checks = check_results(replay)
-    assert checks[("quarantine/records", "conservation_partner_feed")].passed
+    assert checks[("quarantine/products", "conservation_partner_feed")].passed
     assert checks[("cleaned/products", "pandera_schema")].passed
-    assert {"features/products", "metrics/products", "metrics/ingestion"} <= materialized(replay)
+    assert {"features/products", "metrics/products", "metrics/ingestion_products"} <= materialized(replay)
 
     marks = history(quality_env)
     assert marks["status"].value_counts().to_dict() == {"replayed": 31, "quarantined": 9}

@@ -359,7 +359,7 @@ def measured_drift(instance: dg.DagsterInstance, source: SourceConfig, day: str)
         limit=1,
     )
     materialization = result.records[0].asset_materialization if result.records else None
-    value = materialization.metadata.get("schema_drift") if materialization else None
+    value = materialization.metadata.get("drift_reports") if materialization else None
     measured = (getattr(value, "data", None) or {}).get(day)
     if measured:
         return DriftReport(**measured)

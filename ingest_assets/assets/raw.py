@@ -21,7 +21,7 @@ from ingest_assets.config import SourceConfig
 from ingest_assets.connectors import FetchContext, FetchStats, get_connector_class
 from ingest_assets.connectors.files import MissingFileError
 from ingest_assets.connectors.http import FetchError
-from ingest_assets.quality.drift import drift_from_profiles
+from ingest_assets.quality.drift import DriftReport, drift_from_profiles
 from ingest_assets.records.encode import RawEncoder
 from ingest_assets.records.stream import stream_into
 from ingest_assets.warehouse.base import PartitionedTableIOManager, StagedPartition
@@ -212,7 +212,10 @@ def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 **totals,
                 "duration_s": duration,
                 "fetch_stats": dg.MetadataValue.json(per_day),
-                "schema_drift": dg.MetadataValue.json({d: r for d, r in drift.items() if r}),
+                "schema_drift": dg.MetadataValue.json(
+                    {d: DriftReport(**r).summary() for d, r in drift.items() if r}
+                ),
+                "drift_reports": dg.MetadataValue.json({d: r for d, r in drift.items() if r}),
             }
         )
 
