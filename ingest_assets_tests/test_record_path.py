@@ -293,3 +293,37 @@ def test_a_range_writes_every_good_day_and_names_the_bad_one(quality_env: Qualit
     # The good days are recorded as materialized, so their downstream partitions can follow.
     materialized = quality_env.instance.get_materialized_partitions(dg.AssetKey(["raw", "feed"]))
     assert materialized == {"2024-06-01", "2024-06-03"}
+
+
+def test_request_counts_stay_exact_for_every_day_of_a_retried_range(
+    quality_env: QualityEnv, quality_sandbox
+) -> None:
+    """The first request fails for good within its try (one attempt allowed): the step fails
+    on 06-01 only, 06-02 is written; the step's retry fetches 06-01 alone. metrics.ingestion
+    then counts every request the server saw, on the right day."""
+    from ingest_assets.sandbox import Faults
+
+    block = shipped("dummyjson_products")
+    block["http"] = {"max_attempts": 1, "rate_limit_per_s": 1000, "burst": 100}
+    block["retry"] = {"max_retries": 2, "delay_s": 0, "jitter": "none"}
+    block.pop("fields", None)
+    quality_env.use_sources(dummyjson_products=block)
+    quality_sandbox.reset_stats()
+    quality_sandbox.set_faults(Faults(fail_first=1))
+    try:
+        result = quality_env.run("2024-06-01", until="2024-06-02")
+    finally:
+        quality_sandbox.set_faults(Faults())
+    assert result.success
+    served = quality_sandbox.stats()["requests"]
+    ingestion = quality_env.table("metrics.ingestion").set_index(
+        pd.to_datetime(quality_env.table("metrics.ingestion")["partition_date"]).dt.strftime(
+            "%Y-%m-%d"
+        )
+    )
+    assert ingestion["requests"].sum() == served
+    first, second = ingestion.loc["2024-06-01"], ingestion.loc["2024-06-02"]
+    assert first["failed_requests"] == 1 and first["retries"] >= 1
+    assert second["failed_requests"] == 0 and second["retries"] == 0
+    assert first["records_fetched"] == second["records_fetched"] == 194
+    assert first["requests"] == second["requests"] + 1
