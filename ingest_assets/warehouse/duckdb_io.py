@@ -210,10 +210,10 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
             )
             order = ", ".join(quote_ident(c) for c in order_by if c in existing)
             where, params = row_filter(bounds)
-            reader = con.execute(
+            reader = con.sql(
                 f"SELECT {selected} FROM {table.sql}{where}"
                 + (f" ORDER BY {order}" if order else ""),
-                params,
+                params=params,
             ).to_arrow_reader(chunk_rows)
             for batch in reader:
                 yield normalize_loaded(arrow_frame(batch))
