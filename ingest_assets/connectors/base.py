@@ -19,6 +19,43 @@ Record = dict[str, Any]
 Batch = list[Record]
 
 
+class FetchError(Exception):
+    """A fetch failed; the message is one line naming the source, the day and the URL or file.
+
+    ``permanent`` says whether trying again can help: a raw asset fails a permanent error at
+    once, without step retries. An instance may override its class's value.
+    """
+
+    permanent: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, permanent: bool | None = None) -> None:
+        super().__init__(" ".join(str(message).splitlines()))
+        if permanent is not None:
+            self.permanent = permanent  # type: ignore[misc]
+        self.located = False
+
+    def locate(self, source: str, day: dt.date) -> FetchError:
+        """Prefix the message with the source and day once (connectors call this on the way out)."""
+        if not self.located:
+            self.args = (f"source {source}, day {day.isoformat()}: {self.args[0]}",)
+            self.located = True
+        return self
+
+
+class PermanentFetchError(FetchError):
+    """Cannot succeed on retry: a 4xx answer, an invalid URL, a config or shape mistake."""
+
+    permanent = True
+
+
+class PagingError(PermanentFetchError):
+    """Paging broke an invariant: max_pages reached, a page repeated, a total contradicted."""
+
+
+class FileParseError(PermanentFetchError):
+    """A whole file cannot be read (encoding, syntax, forbidden XML); names the line/column."""
+
+
 @dataclass
 class FetchStats:
     """What a fetch cost, as reported in ``metrics.ingestion``.
@@ -87,10 +124,14 @@ class Connector(ABC):
 
 async def _drain(connector: Connector, ctx: FetchContext, each: Callable[[Batch], T]) -> list[T]:
     results = []
-    async for batch in connector.fetch(ctx):
-        ctx.stats.batches += 1
-        ctx.stats.records += len(batch)
-        results.append(each(batch))
+    try:
+        async for batch in connector.fetch(ctx):
+            ctx.stats.batches += 1
+            ctx.stats.records += len(batch)
+            results.append(each(batch))
+    except FetchError as exc:
+        exc.locate(connector.source.name, ctx.partition_date)
+        raise
     return results
 
 
