@@ -299,9 +299,19 @@ def test_csv_file_with_short_and_long_rows(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "feed").mkdir()
     (tmp_path / "feed" / "2024-06-01.csv").write_text('a,b\n1,"x, y"\n2\n3,z,extra\n')
     records, ctx = fetch(source("csv", path="{landing_dir}/feed/{date}.csv"))
-    assert records[0] == {"a": "1", "b": "x, y"}
-    assert "fewer fields" in records[1]["_parse_error"]
-    assert "more fields" in records[2]["_parse_error"]
+    assert records == [
+        {"a": "1", "b": "x, y"},
+        {
+            "_parse_error": "line 3: fewer fields (1) than the header names (2)",
+            "_line": 3,
+            "_raw": "2",
+        },
+        {
+            "_parse_error": "line 4: more fields (3) than the header names (2)",
+            "_line": 4,
+            "_raw": "3,z,extra",
+        },
+    ]
     assert ctx.stats.requests == 1
 
 
@@ -315,9 +325,15 @@ def test_jsonl_keeps_broken_lines(tmp_path: Path) -> None:
     path = tmp_path / "2024-06-01.jsonl"
     path.write_text('{"a": 1}\n\n{broken\n[1, 2]\n')
     records, _ = fetch(source("jsonl", path=str(tmp_path / "{date}.jsonl")))
-    assert records[0] == {"a": 1}
-    assert records[1]["_raw_line"] == "{broken" and "line 3" in records[1]["_parse_error"]
-    assert "not a JSON object" in records[2]["_parse_error"]
+    assert records == [
+        {"a": 1},
+        {
+            "_parse_error": "line 3, column 2: Expecting property name enclosed in double quotes",
+            "_line": 3,
+            "_raw": "{broken",
+        },
+        {"_parse_error": "line 4: a JSON list, not an object", "_line": 4, "_raw": "[1, 2]"},
+    ]
 
 
 def test_xml_reads_attributes_and_children(tmp_path: Path) -> None:
