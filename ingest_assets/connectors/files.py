@@ -434,10 +434,12 @@ class XmlConnector(FileConnector):
                         parser.feed(chunk)
                     else:
                         parser.close()
+                    events = list(parser.read_events())
                 except ET.ParseError as exc:
                     line, column = exc.position
+                    # expat counts columns from 0; editors (and JSON's messages) from 1.
                     raise FileParseError(
-                        f"cannot parse {path}: line {line}, column {column}: "
+                        f"cannot parse {path}: line {line}, column {column + 1}: "
                         f"{str(exc).split(':')[0]}"
                     ) from None
                 except DefusedXmlException as exc:
@@ -445,7 +447,7 @@ class XmlConnector(FileConnector):
                         f"forbidden XML in {path} at line {number}: {type(exc).__name__} "
                         "(DTDs and entities are refused)"
                     ) from None
-                for event, element in parser.read_events():
+                for event, element in events:
                     if event == "start":
                         stack.append(element)
                         if local_name(element.tag) == opts.record_tag:
