@@ -277,15 +277,17 @@ def test_a_next_link_to_another_host_fails_and_is_never_requested(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SHOP_TOKEN", "tok-secret-1")
-    with serve(lambda r: Reply({"data": [{"id": 99}], "next": None})) as other:
-        with serve(link_api(items(25), link=f"{other.url}/steal?from=10")) as api:
-            error = failure(
-                link_source(
-                    api.url,
-                    headers={"Authorization": "Bearer ${SHOP_TOKEN}"},
-                    params={"key": "${SHOP_TOKEN}"},
-                )
+    with (
+        serve(lambda r: Reply({"data": [{"id": 99}], "next": None})) as other,
+        serve(link_api(items(25), link=f"{other.url}/steal?from=10")) as api,
+    ):
+        error = failure(
+            link_source(
+                api.url,
+                headers={"Authorization": "Bearer ${SHOP_TOKEN}"},
+                params={"key": "${SHOP_TOKEN}"},
             )
+        )
     assert error.permanent
     assert f"page 1 links to {other.url}/steal, another origin than the configured" in str(error)
     assert other.requests == []
@@ -372,23 +374,25 @@ def test_credentials_do_not_follow_a_redirect_to_another_origin(
 ) -> None:
     monkeypatch.setenv("SHOP_TOKEN", "tok-secret-1")
     monkeypatch.setenv("SHOP_TENANT", "tenant-7")
-    with serve(lambda r: Reply({"data": [{"id": 7}]})) as cdn:
-        with serve(lambda r: Reply(b"", status=302, headers={"Location": f"{cdn.url}/f"})) as api:
-            got = records(
-                source(
-                    "rest",
-                    base_url=api.url,
-                    path="/items",
-                    record_path="data",
-                    headers={
-                        "Authorization": "Bearer ${SHOP_TOKEN}",
-                        "X-Api-Key": "k-123",
-                        "X-Tenant": "${SHOP_TENANT}",
-                        "Accept": "application/json",
-                    },
-                    params={"api_key": "k-456", "day": "{date}"},
-                )
+    with (
+        serve(lambda r: Reply({"data": [{"id": 7}]})) as cdn,
+        serve(lambda r: Reply(b"", status=302, headers={"Location": f"{cdn.url}/f"})) as api,
+    ):
+        got = records(
+            source(
+                "rest",
+                base_url=api.url,
+                path="/items",
+                record_path="data",
+                headers={
+                    "Authorization": "Bearer ${SHOP_TOKEN}",
+                    "X-Api-Key": "k-123",
+                    "X-Tenant": "${SHOP_TENANT}",
+                    "Accept": "application/json",
+                },
+                params={"api_key": "k-456", "day": "{date}"},
             )
+        )
     assert got == [{"id": 7}]
     sent = api.requests[0]
     assert sent.headers["authorization"] == "Bearer tok-secret-1"
