@@ -92,11 +92,6 @@ class Api:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def paths(self) -> list[str]:
-        return [
-            r.path + ("?" + "&".join(f"{k}={v}" for k, v in r.query.items())) for r in self.requests
-        ]
-
 
 @contextmanager
 def serve(route: Route) -> Iterator[Api]:

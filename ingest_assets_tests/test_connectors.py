@@ -20,7 +20,7 @@ from ingest_assets.connectors import FetchContext, collect, get_connector_class
 from ingest_assets.connectors.base import PagingError
 from ingest_assets.connectors.files import MissingFileError
 from ingest_assets.connectors.http import CircuitBreaker, CircuitOpenError, FetchError, RateLimiter
-from ingest_assets.connectors.streams import fan_in
+from ingest_assets.connectors.streams import ordered_fan_in, ordered_gather
 from ingest_assets.sandbox import Faults, Sandbox
 from ingest_assets_tests.conftest import require_service
 
@@ -424,27 +424,30 @@ def test_sql_errors_do_not_leak_the_url_password(tmp_path: Path) -> None:
     assert "query failed" in str(error.value)
 
 
-def test_fan_in_applies_backpressure() -> None:
+def test_ordered_fan_in_keeps_producer_order_and_applies_backpressure() -> None:
     produced: list[int] = []
 
     async def producer(start: int):
         for i in range(start, start + 50):
             produced.append(i)
+            # The later producer runs ahead: order must come from the merge, not from timing.
+            await asyncio.sleep(0 if start else 0.001)
             yield i
 
     async def consume() -> list[int]:
         seen = []
-        async for item in fan_in([lambda: producer(0), lambda: producer(100)], max_buffered=4):
-            # The producers may run at most the buffer (plus one each in hand) ahead of us.
-            assert len(produced) - len(seen) <= 4 + 2
+        async for item in ordered_fan_in(
+            [lambda: producer(0), lambda: producer(100)], limit=2, buffered=2
+        ):
+            # Each producer may hold its buffer plus the item in hand ahead of us.
+            assert len(produced) - len(seen) <= 2 * (2 + 1)
             seen.append(item)
         return seen
 
-    seen = asyncio.run(consume())
-    assert sorted(seen) == list(range(50)) + list(range(100, 150))
+    assert asyncio.run(consume()) == list(range(50)) + list(range(100, 150))
 
 
-def test_fan_in_raises_the_first_producer_error() -> None:
+def test_ordered_fan_in_raises_a_producer_error() -> None:
     async def good():
         for i in range(3):
             yield i
@@ -453,12 +456,31 @@ def test_fan_in_raises_the_first_producer_error() -> None:
         yield 1
         raise ValueError("boom")
 
-    async def consume() -> None:
-        async for _ in fan_in([good, bad]):
-            pass
+    async def consume() -> list[int]:
+        seen = []
+        with pytest.raises(ValueError, match="boom"):
+            async for item in ordered_fan_in([good, bad], limit=2):
+                seen.append(item)
+        return seen
 
-    with pytest.raises(ValueError, match="boom"):
-        asyncio.run(consume())
+    assert asyncio.run(consume()) == [0, 1, 2, 1]
+
+
+def test_ordered_gather_yields_in_call_order_with_a_bounded_window() -> None:
+    running, most = [0], [0]
+
+    async def call(i: int) -> int:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        await asyncio.sleep(0.002 * (10 - i))  # early calls finish last
+        running[0] -= 1
+        return i
+
+    async def consume() -> list[int]:
+        return [r async for r in ordered_gather([lambda i=i: call(i) for i in range(10)], 3)]
+
+    assert asyncio.run(consume()) == list(range(10))
+    assert most[0] == 3
 
 
 def test_circuit_breaker_opens_and_half_opens() -> None:
