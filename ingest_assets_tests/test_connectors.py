@@ -418,10 +418,19 @@ def test_sql_reads_a_postgres_table_by_partition_column() -> None:
 
 def test_sql_errors_do_not_leak_the_url_password(tmp_path: Path) -> None:
     src = source("sql", url="postgresql://app:hunter2-secret@127.0.0.1:1/x", table="t")
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(FetchError) as error:
         fetch(src)
     assert "hunter2-secret" not in str(error.value)
-    assert "query failed" in str(error.value)
+    assert "source s, day 2024-06-01: query failed (OperationalError" in str(error.value)
+    assert not error.value.permanent  # the database may come back
+
+
+def test_sql_query_mistakes_are_permanent(tmp_path: Path) -> None:
+    src = source("sql", url=f"sqlite:///{tmp_path / 'x.db'}", query="SELECT * FROM missing")
+    with pytest.raises(FetchError) as error:
+        fetch(src)
+    assert error.value.permanent
+    assert "query failed (OperationalError: no such table: missing)" in str(error.value)
 
 
 def test_ordered_fan_in_keeps_producer_order_and_applies_backpressure() -> None:
