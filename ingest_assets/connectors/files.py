@@ -142,10 +142,12 @@ def text_lines(path: Path, encoding: str) -> Iterator[Line]:
         for number, line in enumerate(text.splitlines(keepends=True), start=1):
             yield number, line, line.encode("utf-8", "surrogatepass")
         return
+    # A byte-order mark is dropped at the start of the file only, never from a later line.
+    rest = "utf-8" if codec.name == "utf-8-sig" else codec.name
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                yield number, raw.decode(codec.name), raw
+                yield number, raw.decode(codec.name if number == 1 else rest), raw
             except UnicodeDecodeError:
                 yield number, None, raw
 
