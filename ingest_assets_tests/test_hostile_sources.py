@@ -698,3 +698,19 @@ def test_forbidden_xml_fails_the_file(tmp_path: Path) -> None:
     error = failure(source("xml", path=path, record_tag="product"), FileParseError)
     assert error.permanent
     assert f"forbidden XML in {tmp_path}/2024-06-01.xml at line 2: DTDForbidden" in str(error)
+
+
+def test_an_unset_environment_variable_is_a_permanent_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SHOP_TOKEN_UNSET", raising=False)
+    src = source(
+        "rest",
+        base_url="http://127.0.0.1:9",
+        record_path="d",
+        headers={"Authorization": "Bearer ${SHOP_TOKEN_UNSET}"},
+    )
+    error = failure(src, PermanentFetchError)
+    assert str(error) == (
+        "source shop, day 2024-06-01: environment variable SHOP_TOKEN_UNSET is not set"
+    )

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ingest_assets.config import SourceConfig, resolve_env
+from ingest_assets.config import ConfigError, SourceConfig, resolve_env
 
 T = TypeVar("T")
 Record = dict[str, Any]
@@ -122,17 +122,30 @@ class Connector(ABC):
         """Yield batches of records (plain dicts) for ``ctx.partition_date``."""
 
 
-async def _drain(connector: Connector, ctx: FetchContext, each: Callable[[Batch], T]) -> list[T]:
-    results = []
+async def stream(connector: Connector, ctx: FetchContext) -> AsyncIterator[Batch]:
+    """The connector's batches, in the source's order, counted in ``ctx.stats``.
+
+    Every error on the way out is a ``FetchError`` whose one-line message starts with the
+    source and the day; use this (not ``connector.fetch``) to consume a connector.
+    """
     try:
         async for batch in connector.fetch(ctx):
             ctx.stats.batches += 1
             ctx.stats.records += len(batch)
-            results.append(each(batch))
+            yield batch
     except FetchError as exc:
         exc.locate(connector.source.name, ctx.partition_date)
         raise
-    return results
+    except ConfigError as exc:
+        # Resolved at run time (an unset environment variable, an unknown template name):
+        # no retry can fix it.
+        raise PermanentFetchError(str(exc)).locate(
+            connector.source.name, ctx.partition_date
+        ) from None
+
+
+async def _drain(connector: Connector, ctx: FetchContext, each: Callable[[Batch], T]) -> list[T]:
+    return [each(batch) async for batch in stream(connector, ctx)]
 
 
 def collect(
