@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
 
@@ -224,8 +225,9 @@ class RestConnector(Connector):
             ]
             # Fan-out items (cities) come out in config order, each one's pages in page order.
             limit = self.source.http.max_concurrency
-            async for batch in ordered_fan_in(producers, limit):
-                yield batch
+            async with aclosing(ordered_fan_in(producers, limit)) as batches:
+                async for batch in batches:
+                    yield batch
 
     async def _one_request_set(
         self, client: ResilientClient, ctx: FetchContext, item: dict[str, Any]
@@ -321,17 +323,19 @@ class RestConnector(Connector):
             return offset, (await get(at(offset)))[1]
 
         calls = [lambda o=o: one(o) for o in offsets]
-        async for offset, rows in ordered_gather(calls, concurrency):
-            label = f"the page at offset {offset}"
-            guard.check(label, rows)
-            expected = min(step, total - offset)
-            if len(rows) != expected:
-                raise guard.fail(
-                    f"{label} holds {len(rows)} records where the announced total {total} "
-                    f"means {expected}: the total or the data changed while paging"
-                )
-            yield rows
-            last = rows
+        # aclosing: a failed check cancels the pages still in flight at once.
+        async with aclosing(ordered_gather(calls, concurrency)) as pages:
+            async for offset, rows in pages:
+                label = f"the page at offset {offset}"
+                guard.check(label, rows)
+                expected = min(step, total - offset)
+                if len(rows) != expected:
+                    raise guard.fail(
+                        f"{label} holds {len(rows)} records where the announced total {total} "
+                        f"means {expected}: the total or the data changed while paging"
+                    )
+                yield rows
+                last = rows
         if total and len(last) == step:
             # The last page was full, so the total is the only end signal: confirm it.
             _, beyond = await get(at(total))
@@ -386,20 +390,19 @@ class RestConnector(Connector):
         async def one(number: int) -> tuple[int, list[dict[str, Any]]]:
             return number, (await get(at(number)))[1]
 
-        numbers = range(first + 1, first + total_pages)
-        async for number, rows in ordered_gather(
-            [lambda n=n: one(n) for n in numbers], concurrency
-        ):
-            label = f"page {number}"
-            guard.check(label, rows)
-            is_last = number == first + total_pages - 1
-            if (not is_last and len(rows) != full) or not rows or len(rows) > full:
-                raise guard.fail(
-                    f"{label} of the announced {total_pages} holds {len(rows)} records where "
-                    f"page {first} held {full}: the page count or the data changed while paging"
-                )
-            yield rows
-            last = rows
+        calls = [lambda n=n: one(n) for n in range(first + 1, first + total_pages)]
+        async with aclosing(ordered_gather(calls, concurrency)) as pages:
+            async for number, rows in pages:
+                label = f"page {number}"
+                guard.check(label, rows)
+                is_last = number == first + total_pages - 1
+                if (not is_last and len(rows) != full) or not rows or len(rows) > full:
+                    raise guard.fail(
+                        f"{label} of the announced {total_pages} holds {len(rows)} records where "
+                        f"page {first} held {full}: the page count or the data changed while paging"
+                    )
+                yield rows
+                last = rows
         if last and len(last) == full:
             number = first + total_pages
             _, beyond = await get(at(number))
