@@ -450,6 +450,7 @@ def test_client_errors_are_permanent_and_server_errors_are_not(
     [
         ("127.0.0.1:8000", "invalid URL 127.0.0.1:8000/items"),
         ("ftp://127.0.0.1", "invalid URL ftp://127.0.0.1/items"),
+        ("http://[::1", "invalid URL http://[::1/items"),
     ],
 )
 def test_a_url_without_a_usable_scheme_is_permanent(base_url: str, why: str) -> None:

@@ -201,7 +201,11 @@ class ResilientClient:
         self.log = log
         self.headers = dict(headers or {})
         self.secret_headers = {name.lower() for name in secret_headers}
-        self.origin = origin_of(origin) if origin else None
+        try:
+            self.origin = origin_of(origin) if origin else None
+        except httpx.InvalidURL:
+            # Matches no URL: credentials go nowhere (the request then fails as an invalid URL).
+            self.origin = ("", "", None)
         self.limiter = RateLimiter(settings.rate_limit_per_s, settings.burst)
         self.breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_s)
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
