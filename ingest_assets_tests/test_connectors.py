@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
 import json
 import sqlite3
 import threading
@@ -19,7 +20,13 @@ from ingest_assets.config import SourceConfig
 from ingest_assets.connectors import FetchContext, collect, get_connector_class
 from ingest_assets.connectors.base import PagingError
 from ingest_assets.connectors.files import MissingFileError
-from ingest_assets.connectors.http import CircuitBreaker, CircuitOpenError, FetchError, RateLimiter
+from ingest_assets.connectors.http import (
+    CircuitBreaker,
+    CircuitOpenError,
+    FetchError,
+    RateLimiter,
+    retry_after_seconds,
+)
 from ingest_assets.connectors.streams import ordered_fan_in, ordered_gather
 from ingest_assets.sandbox import Faults, Sandbox
 from ingest_assets_tests.conftest import require_service
@@ -531,3 +538,30 @@ def test_rate_limiter_spaces_calls_by_its_rate() -> None:
 
     asyncio.run(run())
     assert slept == [0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("3", 3.0),
+        ("0.5", 0.5),
+        ("-4", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # in the past: retry now
+        ("soon", None),
+        ("", None),
+        ("nan", None),
+        ("inf", None),
+        ("Mon, 99 Foo 2024", None),
+    ],
+)
+def test_retry_after_parses_seconds_and_dates_and_ignores_anything_else(
+    header: str, seconds: float | None
+) -> None:
+    assert retry_after_seconds(header) == seconds
+
+
+def test_retry_after_in_the_future_counts_down() -> None:
+    future = email.utils.format_datetime(
+        dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), usegmt=True
+    )
+    assert 3000 < retry_after_seconds(future) <= 3600
