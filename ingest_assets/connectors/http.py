@@ -24,8 +24,6 @@ import httpx
 from ingest_assets.config import HttpSettings
 from ingest_assets.connectors.base import FetchError, FetchStats, PermanentFetchError
 
-__all__ = ["FetchError", "PermanentFetchError", "ResilientClient", "RetryableError", "safe_url"]
-
 # httpx logs every request URL at INFO, query string included: API keys in a query would reach
 # the logs. Our own messages name URLs through ``safe_url`` instead.
 logging.getLogger("httpx").setLevel(logging.WARNING)
