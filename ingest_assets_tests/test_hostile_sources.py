@@ -459,6 +459,14 @@ def test_a_url_without_a_usable_scheme_is_permanent(base_url: str, why: str) -> 
     assert why in str(error)
 
 
+def test_a_body_nested_past_the_parser_is_permanent() -> None:
+    deep = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with serve(lambda r: Reply(deep)) as api:
+        error = failure(source("rest", base_url=api.url, record_path="data"), PermanentFetchError)
+    assert f"JSON body from {api.url} is nested too deeply to parse" in str(error)
+    assert len(api.requests) == 1
+
+
 def test_errors_name_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOP_TOKEN", "tok-secret-1")
     with serve(lambda r: Reply({"echo": r.query}, status=401)) as api:

@@ -293,10 +293,15 @@ class ResilientClient:
             raise error(f"{where} ({len(response.content)} bytes of body not shown)")
         try:
             body = json.loads(response.content)
-        except (ValueError, RecursionError) as exc:
+        except ValueError:
             self._failed()
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else "unparseable"
-            raise RetryableError(f"{reason} JSON body from {safe_url(response.url)}") from None
+            raise RetryableError(f"unparseable JSON body from {safe_url(response.url)}") from None
+        except RecursionError:
+            # Complete but nested past Python's parser: the same body will come again.
+            self._failed()
+            raise PermanentFetchError(
+                f"JSON body from {safe_url(response.url)} is nested too deeply to parse"
+            ) from None
         self.breaker.record_success()
         return body, response.headers
 
