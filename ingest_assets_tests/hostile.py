@@ -46,6 +46,12 @@ class Reply:
 Route = Callable[[Request], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 can drop connections when many pages are asked at once
+    # on a loaded machine; a retried connect would then change the counted requests.
+    request_queue_size = 128
+
+
 class Api:
     """A real HTTP server on a loopback port; ``route`` answers each request."""
 
@@ -88,7 +94,7 @@ class Api:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
