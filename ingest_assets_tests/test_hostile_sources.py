@@ -111,6 +111,12 @@ def test_a_total_on_a_page_boundary_is_confirmed_by_one_more_page() -> None:
     assert [r.query["offset"] for r in api.requests] == ["0", "50", "100"]
 
 
+def test_one_short_page_matching_the_total_is_the_end() -> None:
+    with serve(offset_api(items(30), total=30)) as api:
+        assert records(offset_source(api.url)) == items(30)
+    assert len(api.requests) == 1
+
+
 def test_a_total_that_over_reports_fails() -> None:
     with serve(offset_api(items(25), total=30, cap=10)) as api:
         error = failure(offset_source(api.url))

@@ -336,8 +336,9 @@ class RestConnector(Connector):
                     )
                 yield rows
                 last = rows
-        if total and len(last) == step:
-            # The last page was full, so the total is the only end signal: confirm it.
+        # A full last page leaves the total as the only end signal: confirm it with one more
+        # page. (One short page that matches the total is two signals already.)
+        if total and len(last) == step and (step == page.page_size or total > step):
             _, beyond = await get(at(total))
             if beyond:
                 raise guard.fail(
@@ -403,7 +404,8 @@ class RestConnector(Connector):
                     )
                 yield rows
                 last = rows
-        if last and len(last) == full:
+        full_page = total_pages > 1 or (page.size_param is not None and full == page.page_size)
+        if last and len(last) == full and full_page:
             number = first + total_pages
             _, beyond = await get(at(number))
             if beyond:
