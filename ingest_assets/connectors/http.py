@@ -82,10 +82,11 @@ class CircuitBreaker:
             return "closed"
         return "half_open" if self.clock() - self.opened_at >= self.reset_s else "open"
 
-    def before_call(self) -> None:
+    def before_call(self, where: str = "") -> None:
         if self.state == "open":
             raise CircuitOpenError(
-                f"circuit open after {self.failures} consecutive failures; "
+                f"circuit open after {self.failures} consecutive failures"
+                f"{' on ' + where if where else ''}; "
                 f"retrying in {self.reset_s - (self.clock() - (self.opened_at or 0)):.1f}s"
             )
 
@@ -258,7 +259,7 @@ class ResilientClient:
     async def _attempt(
         self, url: str, params: Mapping[str, Any] | None
     ) -> tuple[Any, httpx.Headers]:
-        self.breaker.before_call()
+        self.breaker.before_call(safe_url(url))
         await self.limiter.acquire()
         async with self.semaphore:
             self.stats.requests += 1
