@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
 import json
 import sqlite3
 import threading
@@ -17,9 +18,16 @@ import pytest
 
 from ingest_assets.config import SourceConfig
 from ingest_assets.connectors import FetchContext, collect, get_connector_class
+from ingest_assets.connectors.base import PagingError
 from ingest_assets.connectors.files import MissingFileError
-from ingest_assets.connectors.http import CircuitBreaker, CircuitOpenError, FetchError, RateLimiter
-from ingest_assets.connectors.streams import fan_in
+from ingest_assets.connectors.http import (
+    CircuitBreaker,
+    CircuitOpenError,
+    FetchError,
+    RateLimiter,
+    retry_after_seconds,
+)
+from ingest_assets.connectors.streams import ordered_fan_in, ordered_gather
 from ingest_assets.sandbox import Faults, Sandbox
 from ingest_assets_tests.conftest import require_service
 
@@ -260,7 +268,8 @@ def paged_api() -> Iterator[str]:
         ("/cursor", {"kind": "cursor", "cursor_param": "cursor", "cursor_path": "meta.next"}, 3),
         ("/links", {"kind": "next_link", "next_path": "next"}, 3),
         ("/pages", {"kind": "page_number", "page_param": "page", "total_pages_path": "pages"}, 3),
-        ("/pages", {"kind": "page_number", "page_param": "page"}, 4),
+        # Without a page count, the short third page is the end: no fourth request.
+        ("/pages", {"kind": "page_number", "page_param": "page"}, 3),
     ],
 )
 def test_other_paginations(paged_api: str, path: str, pagination: dict, requests: int) -> None:
@@ -283,8 +292,13 @@ def test_fewer_records_than_announced_is_an_error_not_a_silent_loss(paged_api: s
     src = source(
         "rest", base_url=paged_api, path="/offset/liar", record_path="data", pagination=pagination
     )
-    with pytest.raises(FetchError, match="fetched 25 of the 30 records"):
+    with pytest.raises(PagingError) as error:
         fetch(src)
+    assert error.value.permanent
+    assert str(error.value).startswith(
+        "source s, day 2024-06-01: the page at offset 20 holds 5 records where the announced "
+        "total 30 means 10"
+    )
 
 
 def test_csv_file_with_short_and_long_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -292,9 +306,19 @@ def test_csv_file_with_short_and_long_rows(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "feed").mkdir()
     (tmp_path / "feed" / "2024-06-01.csv").write_text('a,b\n1,"x, y"\n2\n3,z,extra\n')
     records, ctx = fetch(source("csv", path="{landing_dir}/feed/{date}.csv"))
-    assert records[0] == {"a": "1", "b": "x, y"}
-    assert "fewer fields" in records[1]["_parse_error"]
-    assert "more fields" in records[2]["_parse_error"]
+    assert records == [
+        {"a": "1", "b": "x, y"},
+        {
+            "_parse_error": "line 3: fewer fields (1) than the header names (2)",
+            "_line": 3,
+            "_raw": "2",
+        },
+        {
+            "_parse_error": "line 4: more fields (3) than the header names (2)",
+            "_line": 4,
+            "_raw": "3,z,extra",
+        },
+    ]
     assert ctx.stats.requests == 1
 
 
@@ -308,9 +332,15 @@ def test_jsonl_keeps_broken_lines(tmp_path: Path) -> None:
     path = tmp_path / "2024-06-01.jsonl"
     path.write_text('{"a": 1}\n\n{broken\n[1, 2]\n')
     records, _ = fetch(source("jsonl", path=str(tmp_path / "{date}.jsonl")))
-    assert records[0] == {"a": 1}
-    assert records[1]["_raw_line"] == "{broken" and "line 3" in records[1]["_parse_error"]
-    assert "not a JSON object" in records[2]["_parse_error"]
+    assert records == [
+        {"a": 1},
+        {
+            "_parse_error": "line 3, column 2: Expecting property name enclosed in double quotes",
+            "_line": 3,
+            "_raw": "{broken",
+        },
+        {"_parse_error": "line 4: a JSON list, not an object", "_line": 4, "_raw": "[1, 2]"},
+    ]
 
 
 def test_xml_reads_attributes_and_children(tmp_path: Path) -> None:
@@ -395,33 +425,45 @@ def test_sql_reads_a_postgres_table_by_partition_column() -> None:
 
 def test_sql_errors_do_not_leak_the_url_password(tmp_path: Path) -> None:
     src = source("sql", url="postgresql://app:hunter2-secret@127.0.0.1:1/x", table="t")
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(FetchError) as error:
         fetch(src)
     assert "hunter2-secret" not in str(error.value)
-    assert "query failed" in str(error.value)
+    assert "source s, day 2024-06-01: query failed (OperationalError" in str(error.value)
+    assert not error.value.permanent  # the database may come back
 
 
-def test_fan_in_applies_backpressure() -> None:
+def test_sql_query_mistakes_are_permanent(tmp_path: Path) -> None:
+    src = source("sql", url=f"sqlite:///{tmp_path / 'x.db'}", query="SELECT * FROM missing")
+    with pytest.raises(FetchError) as error:
+        fetch(src)
+    assert error.value.permanent
+    assert "query failed (OperationalError: no such table: missing)" in str(error.value)
+
+
+def test_ordered_fan_in_keeps_producer_order_and_applies_backpressure() -> None:
     produced: list[int] = []
 
     async def producer(start: int):
         for i in range(start, start + 50):
             produced.append(i)
+            # The later producer runs ahead: order must come from the merge, not from timing.
+            await asyncio.sleep(0 if start else 0.001)
             yield i
 
     async def consume() -> list[int]:
         seen = []
-        async for item in fan_in([lambda: producer(0), lambda: producer(100)], max_buffered=4):
-            # The producers may run at most the buffer (plus one each in hand) ahead of us.
-            assert len(produced) - len(seen) <= 4 + 2
+        async for item in ordered_fan_in(
+            [lambda: producer(0), lambda: producer(100)], limit=2, buffered=2
+        ):
+            # Each producer may hold its buffer plus the item in hand ahead of us.
+            assert len(produced) - len(seen) <= 2 * (2 + 1)
             seen.append(item)
         return seen
 
-    seen = asyncio.run(consume())
-    assert sorted(seen) == list(range(50)) + list(range(100, 150))
+    assert asyncio.run(consume()) == list(range(50)) + list(range(100, 150))
 
 
-def test_fan_in_raises_the_first_producer_error() -> None:
+def test_ordered_fan_in_raises_a_producer_error() -> None:
     async def good():
         for i in range(3):
             yield i
@@ -430,12 +472,31 @@ def test_fan_in_raises_the_first_producer_error() -> None:
         yield 1
         raise ValueError("boom")
 
-    async def consume() -> None:
-        async for _ in fan_in([good, bad]):
-            pass
+    async def consume() -> list[int]:
+        seen = []
+        with pytest.raises(ValueError, match="boom"):
+            async for item in ordered_fan_in([good, bad], limit=2):
+                seen.append(item)
+        return seen
 
-    with pytest.raises(ValueError, match="boom"):
-        asyncio.run(consume())
+    assert asyncio.run(consume()) == [0, 1, 2, 1]
+
+
+def test_ordered_gather_yields_in_call_order_with_a_bounded_window() -> None:
+    running, most = [0], [0]
+
+    async def call(i: int) -> int:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        await asyncio.sleep(0.002 * (10 - i))  # early calls finish last
+        running[0] -= 1
+        return i
+
+    async def consume() -> list[int]:
+        return [r async for r in ordered_gather([lambda i=i: call(i) for i in range(10)], 3)]
+
+    assert asyncio.run(consume()) == list(range(10))
+    assert most[0] == 3
 
 
 def test_circuit_breaker_opens_and_half_opens() -> None:
@@ -477,3 +538,30 @@ def test_rate_limiter_spaces_calls_by_its_rate() -> None:
 
     asyncio.run(run())
     assert slept == [0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("3", 3.0),
+        ("0.5", 0.5),
+        ("-4", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # in the past: retry now
+        ("soon", None),
+        ("", None),
+        ("nan", None),
+        ("inf", None),
+        ("Mon, 99 Foo 2024", None),
+    ],
+)
+def test_retry_after_parses_seconds_and_dates_and_ignores_anything_else(
+    header: str, seconds: float | None
+) -> None:
+    assert retry_after_seconds(header) == seconds
+
+
+def test_retry_after_in_the_future_counts_down() -> None:
+    future = email.utils.format_datetime(
+        dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), usegmt=True
+    )
+    assert 3000 < retry_after_seconds(future) <= 3600

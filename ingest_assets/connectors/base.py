@@ -12,11 +12,48 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ingest_assets.config import SourceConfig, resolve_env
+from ingest_assets.config import ConfigError, SourceConfig, resolve_env
 
 T = TypeVar("T")
 Record = dict[str, Any]
 Batch = list[Record]
+
+
+class FetchError(Exception):
+    """A fetch failed; the message is one line naming the source, the day and the URL or file.
+
+    ``permanent`` says whether trying again can help: a raw asset fails a permanent error at
+    once, without step retries. An instance may override its class's value.
+    """
+
+    permanent: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, permanent: bool | None = None) -> None:
+        super().__init__(" ".join(str(message).splitlines()))
+        if permanent is not None:
+            self.permanent = permanent  # type: ignore[misc]
+        self.located = False
+
+    def locate(self, source: str, day: dt.date) -> FetchError:
+        """Prefix the message with the source and day once (connectors call this on the way out)."""
+        if not self.located:
+            self.args = (f"source {source}, day {day.isoformat()}: {self.args[0]}",)
+            self.located = True
+        return self
+
+
+class PermanentFetchError(FetchError):
+    """Cannot succeed on retry: a 4xx answer, an invalid URL, a config or shape mistake."""
+
+    permanent = True
+
+
+class PagingError(PermanentFetchError):
+    """Paging broke an invariant: max_pages reached, a page repeated, a total contradicted."""
+
+
+class FileParseError(PermanentFetchError):
+    """A whole file cannot be read (encoding, syntax, forbidden XML); names the line/column."""
 
 
 @dataclass
@@ -85,13 +122,30 @@ class Connector(ABC):
         """Yield batches of records (plain dicts) for ``ctx.partition_date``."""
 
 
+async def stream(connector: Connector, ctx: FetchContext) -> AsyncIterator[Batch]:
+    """The connector's batches, in the source's order, counted in ``ctx.stats``.
+
+    Every error on the way out is a ``FetchError`` whose one-line message starts with the
+    source and the day; use this (not ``connector.fetch``) to consume a connector.
+    """
+    try:
+        async for batch in connector.fetch(ctx):
+            ctx.stats.batches += 1
+            ctx.stats.records += len(batch)
+            yield batch
+    except FetchError as exc:
+        exc.locate(connector.source.name, ctx.partition_date)
+        raise
+    except ConfigError as exc:
+        # Resolved at run time (an unset environment variable, an unknown template name):
+        # no retry can fix it.
+        raise PermanentFetchError(str(exc)).locate(
+            connector.source.name, ctx.partition_date
+        ) from None
+
+
 async def _drain(connector: Connector, ctx: FetchContext, each: Callable[[Batch], T]) -> list[T]:
-    results = []
-    async for batch in connector.fetch(ctx):
-        ctx.stats.batches += 1
-        ctx.stats.records += len(batch)
-        results.append(each(batch))
-    return results
+    return [each(batch) async for batch in stream(connector, ctx)]
 
 
 def collect(

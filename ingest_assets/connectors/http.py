@@ -7,19 +7,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import email.utils
 import json
 import logging
+import math
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
 from ingest_assets.config import HttpSettings
-from ingest_assets.connectors.base import FetchStats
+from ingest_assets.connectors.base import FetchError, FetchStats, PermanentFetchError
 
 # httpx logs every request URL at INFO, query string included: API keys in a query would reach
 # the logs. Our own messages name URLs through ``safe_url`` instead.
@@ -28,10 +31,6 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 P = ParamSpec("P")
 T = TypeVar("T")
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
-
-
-class FetchError(Exception):
-    """A request failed for good; the message names the URL (without query secrets) and why."""
 
 
 class RetryableError(FetchError):
@@ -83,10 +82,11 @@ class CircuitBreaker:
             return "closed"
         return "half_open" if self.clock() - self.opened_at >= self.reset_s else "open"
 
-    def before_call(self) -> None:
+    def before_call(self, where: str = "") -> None:
         if self.state == "open":
             raise CircuitOpenError(
-                f"circuit open after {self.failures} consecutive failures; "
+                f"circuit open after {self.failures} consecutive failures"
+                f"{' on ' + where if where else ''}; "
                 f"retrying in {self.reset_s - (self.clock() - (self.opened_at or 0)):.1f}s"
             )
 
@@ -106,14 +106,21 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Parse a Retry-After header: seconds or an HTTP date."""
+    """Parse a Retry-After header: seconds or an HTTP date; None (plain backoff) for anything else."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if parsed.tzinfo is None:
+            # RFC 9110 dates are GMT; "-0000" parses as naive.
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        seconds = parsed.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def with_retries(
@@ -150,13 +157,32 @@ def with_retries(
 
 
 def safe_url(url: str | httpx.URL) -> str:
-    """The URL without query string or credentials, for messages."""
+    """The URL without query string or credentials, for messages (never raises)."""
+    try:
+        parsed = httpx.URL(str(url))
+        return str(parsed.copy_with(query=None, fragment=None, userinfo=b""))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return re.sub(r"//[^/@]*@", "//", str(url).split("?", 1)[0].split("#", 1)[0])
+
+
+def origin_of(url: str | httpx.URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
     parsed = httpx.URL(str(url))
-    return str(parsed.copy_with(query=None, userinfo=b""))
+    default = {"http": 80, "https": 443}.get(parsed.scheme)
+    return parsed.scheme, parsed.host, parsed.port or default
+
+
+MAX_REDIRECTS = 10
 
 
 class ResilientClient:
-    """An ``httpx.AsyncClient`` behind a rate limiter, a concurrency cap, retries and a breaker."""
+    """An ``httpx.AsyncClient`` behind a rate limiter, a concurrency cap, retries and a breaker.
+
+    ``timeout_s`` is a deadline for a whole attempt (connect, redirects and the full body), not
+    httpx's per-read timeout, which a server trickling bytes never trips. Headers named in
+    ``secret_headers`` go only to ``origin`` (the configured base URL): redirects are followed
+    here, not by httpx, so a redirect to another origin is fetched without them.
+    """
 
     def __init__(
         self,
@@ -165,18 +191,27 @@ class ResilientClient:
         log: logging.Logger,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        origin: str | None = None,
+        secret_headers: Collection[str] = (),
     ) -> None:
         self.settings = settings
         self.stats = stats
         self.log = log
+        self.headers = dict(headers or {})
+        self.secret_headers = {name.lower() for name in secret_headers}
+        try:
+            self.origin = origin_of(origin) if origin else None
+        except httpx.InvalidURL:
+            # Matches no URL: credentials go nowhere (the request then fails as an invalid URL).
+            self.origin = ("", "", None)
         self.limiter = RateLimiter(settings.rate_limit_per_s, settings.burst)
         self.breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_s)
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
         self.client = httpx.AsyncClient(
             timeout=settings.timeout_s,
-            headers=dict(headers or {}),
             transport=transport,
-            follow_redirects=True,
+            follow_redirects=False,
             limits=httpx.Limits(max_connections=settings.max_concurrency),
         )
 
@@ -186,6 +221,18 @@ class ResilientClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
 
+    def trusted(self, url: str | httpx.URL) -> bool:
+        """Whether ``url`` is on the configured origin (where credentials may go)."""
+        try:
+            return self.origin is None or origin_of(url) == self.origin
+        except httpx.InvalidURL:
+            return False
+
+    def headers_for(self, url: str | httpx.URL) -> dict[str, str]:
+        if self.trusted(url):
+            return self.headers
+        return {k: v for k, v in self.headers.items() if k.lower() not in self.secret_headers}
+
     async def get_json(
         self, url: str, params: Mapping[str, Any] | None = None
     ) -> tuple[Any, httpx.Headers]:
@@ -193,15 +240,44 @@ class ResilientClient:
         attempt = with_retries(self.settings, self.stats, self.log)(self._attempt)
         return await attempt(url, params)
 
+    async def _send(self, url: str, params: Mapping[str, Any] | None) -> httpx.Response:
+        # Merged here, not by httpx: given params, httpx drops a query the URL already has.
+        target = httpx.URL(url).copy_merge_params(params) if params else httpx.URL(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self.client.get(target, headers=self.headers_for(target))
+            if not response.is_redirect:
+                return response
+            # The Location names the whole target: configured (possibly secret) query parameters
+            # are not carried over, and credential headers only if it stays on our origin.
+            target = response.url.join(response.headers["Location"])
+            if not self.trusted(target):
+                self.log.info(
+                    "redirected to %s, another origin: credentials not sent", safe_url(target)
+                )
+        raise PermanentFetchError(f"more than {MAX_REDIRECTS} redirects from {safe_url(url)}")
+
     async def _attempt(
         self, url: str, params: Mapping[str, Any] | None
     ) -> tuple[Any, httpx.Headers]:
-        self.breaker.before_call()
+        self.breaker.before_call(safe_url(url))
         await self.limiter.acquire()
         async with self.semaphore:
             self.stats.requests += 1
             try:
-                response = await self.client.get(url, params=params)
+                async with asyncio.timeout(self.settings.timeout_s):
+                    response = await self._send(url, params)
+            except TimeoutError:
+                self._failed()
+                raise RetryableError(
+                    f"no complete answer within timeout_s={self.settings.timeout_s:g}s "
+                    f"from {safe_url(url)}"
+                ) from None
+            except httpx.UnsupportedProtocol as exc:
+                self._failed()
+                raise PermanentFetchError(f"invalid URL {safe_url(url)}: {exc}") from None
+            except httpx.InvalidURL:
+                self._failed()
+                raise PermanentFetchError(f"invalid URL {safe_url(url)}") from None
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 self._failed()
                 raise RetryableError(f"{type(exc).__name__} on {safe_url(url)}") from None
@@ -214,12 +290,19 @@ class ResilientClient:
                 )
             # The body is left out: APIs echo the key or token they refused, and this message
             # reaches Dagster's event log, the UI and the alert webhook.
-            raise FetchError(f"{where} ({len(response.content)} bytes of body not shown)")
+            error = PermanentFetchError if response.status_code < 500 else FetchError
+            raise error(f"{where} ({len(response.content)} bytes of body not shown)")
         try:
             body = json.loads(response.content)
         except ValueError:
             self._failed()
             raise RetryableError(f"unparseable JSON body from {safe_url(response.url)}") from None
+        except RecursionError:
+            # Complete but nested past Python's parser: the same body will come again.
+            self._failed()
+            raise PermanentFetchError(
+                f"JSON body from {safe_url(response.url)} is nested too deeply to parse"
+            ) from None
         self.breaker.record_success()
         return body, response.headers
 

@@ -2,22 +2,39 @@
 
 Pagination strategies are small classes (as in dlt's REST client): each knows how to ask for
 the first page and what to ask next. When the first page reveals the total, the remaining
-pages are fetched concurrently.
+pages are fetched concurrently, and still handed over in page order.
+
+Paging ends only on a positive signal of the end: an empty page, a page shorter than the
+earlier ones, no next cursor or link, or the announced total reached and consistent with what
+was read. Anything else (``max_pages`` reached, a page or cursor seen before, a total the
+data contradicts, a next link to another origin) is a ``PagingError``: records are never cut
+silently.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
 
 from pydantic import Field, model_validator
 
 from ingest_assets.config import render_template
-from ingest_assets.connectors.base import Batch, Connector, ConnectorOptions, FetchContext
-from ingest_assets.connectors.http import FetchError, ResilientClient
+from ingest_assets.connectors.base import (
+    Batch,
+    Connector,
+    ConnectorOptions,
+    FetchContext,
+    PagingError,
+    PermanentFetchError,
+)
+from ingest_assets.connectors.http import ResilientClient, safe_url
 from ingest_assets.connectors.registry import register
-from ingest_assets.connectors.streams import bounded_gather, fan_in
+from ingest_assets.connectors.streams import ordered_fan_in, ordered_gather
 
 
 class LimitOffset(ConnectorOptions):
@@ -75,6 +92,17 @@ class RestOptions(ConnectorOptions):
         return self
 
 
+# Headers and query parameters that carry credentials go to the configured origin only. Any
+# whose configured value is an environment reference counts too (that is where secrets live).
+_SECRET_NAME = re.compile(
+    r"auth|key|token|secret|passw|cookie|session|signature|credential", re.IGNORECASE
+)
+
+
+def carries_secret(name: str, configured: Any) -> bool:
+    return bool(_SECRET_NAME.search(name)) or (isinstance(configured, str) and "${" in configured)
+
+
 def dig(document: Any, path: str | None) -> Any:
     """Follow a dotted path into a JSON document; None for a missing step."""
     if not path:
@@ -91,25 +119,84 @@ def render(value: Any, values: dict[str, Any]) -> Any:
     return render_template(value, values) if isinstance(value, str) else value
 
 
-def rows_from(body: Any, record_path: str | None, layout: str) -> list[dict[str, Any]]:
+def rows_from(body: Any, record_path: str | None, layout: str, where: str) -> list[dict[str, Any]]:
     """The records of one response body, in row or columnar (dict of equal-length arrays) layout."""
     found = dig(body, record_path)
     if found is None:
-        raise FetchError(f"response has no {record_path!r} in it")
+        raise PermanentFetchError(f"response from {where} has no {record_path!r} in it")
     if layout == "columnar":
         if not isinstance(found, dict):
-            raise FetchError(f"{record_path!r} is not an object of arrays")
+            raise PermanentFetchError(f"{record_path!r} from {where} is not an object of arrays")
         lengths = {len(v) for v in found.values() if isinstance(v, list)}
         if len(lengths) > 1:
-            raise FetchError(f"{record_path!r} arrays differ in length: {sorted(lengths)}")
+            raise PermanentFetchError(
+                f"{record_path!r} arrays from {where} differ in length: {sorted(lengths)}"
+            )
         count = lengths.pop() if lengths else 0
         return [
             {k: (v[i] if isinstance(v, list) else v) for k, v in found.items()}
             for i in range(count)
         ]
     if not isinstance(found, list):
-        raise FetchError(f"{record_path or 'the body'} is not a list of records")
+        raise PermanentFetchError(f"{record_path or 'the body'} from {where} is not a list")
     return [r if isinstance(r, dict) else {"value": r} for r in found]
+
+
+def whole_number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def fingerprint(rows: list[dict[str, Any]]) -> bytes:
+    """A page's identity: its length and its first, middle and last records.
+
+    Cheap at any page size (no full serialisation), and enough to see a server that ignores
+    the offset or cursor and answers the same page again.
+    """
+    sample = [len(rows), rows[0], rows[len(rows) // 2], rows[-1]]
+    text = json.dumps(sample, sort_keys=True, default=repr)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+class PageGuard:
+    """What one paged fetch has seen, so that a repeat or a cap fails loudly."""
+
+    def __init__(self, where: str, max_pages: int) -> None:
+        self.where = where
+        self.max_pages = max_pages
+        self.pages = 0
+        self.widest = 0
+        self.seen: dict[bytes, str] = {}
+
+    def check(self, label: str, rows: list[dict[str, Any]]) -> None:
+        """Count a page; fail if it repeats the records of an earlier one."""
+        self.pages += 1
+        if rows:
+            key = fingerprint(rows)
+            if key in self.seen:
+                raise PagingError(
+                    f"{label} of {self.where} repeats the records of {self.seen[key]}: "
+                    "the server ignores the paging parameter or pages shifted"
+                )
+            self.seen[key] = label
+        self.widest = max(self.widest, len(rows))
+
+    def is_short(self, rows: list[dict[str, Any]]) -> bool:
+        """An empty page, or one shorter than an earlier page of this fetch: the end."""
+        return not rows or len(rows) < self.widest
+
+    def allow(self, label: str) -> None:
+        """Before asking for another page: fail once ``max_pages`` pages have been read."""
+        if self.pages >= self.max_pages:
+            raise PagingError(
+                f"max_pages={self.max_pages} reached before {label} of {self.where} and the "
+                "source has not signalled its end; raise max_pages"
+            )
+
+    def fail(self, message: str) -> PagingError:
+        return PagingError(f"{message} ({self.where})")
+
+
+Get = Callable[..., Awaitable[tuple[Any, list[dict[str, Any]]]]]
 
 
 @register
@@ -122,14 +209,25 @@ class RestConnector(Connector):
 
     async def fetch(self, ctx: FetchContext) -> AsyncIterator[Batch]:
         opts = self.options
-        headers = self.resolved({**self.source.http.headers, **opts.headers}, ctx)
-        async with ResilientClient(self.source.http, ctx.stats, ctx.log, headers) as client:
-            items = opts.fan_out or [{}]
+        configured = {**self.source.http.headers, **opts.headers}
+        secret = [name for name, value in configured.items() if carries_secret(name, value)]
+        async with ResilientClient(
+            self.source.http,
+            ctx.stats,
+            ctx.log,
+            self.resolved(configured, ctx),
+            origin=self.resolved(opts.base_url, ctx),
+            secret_headers=secret,
+        ) as client:
             producers = [
-                lambda item=item: self._one_request_set(client, ctx, item) for item in items
+                lambda item=item: self._one_request_set(client, ctx, item)
+                for item in opts.fan_out or [{}]
             ]
-            async for batch in fan_in(producers, max_buffered=self.source.http.max_concurrency * 2):
-                yield batch
+            # Fan-out items (cities) come out in config order, each one's pages in page order.
+            limit = self.source.http.max_concurrency
+            async with aclosing(ordered_fan_in(producers, limit)) as batches:
+                async for batch in batches:
+                    yield batch
 
     async def _one_request_set(
         self, client: ResilientClient, ctx: FetchContext, item: dict[str, Any]
@@ -138,87 +236,233 @@ class RestConnector(Connector):
         values = ctx.template_values(**item)
         url = self.resolved(opts.base_url, ctx).rstrip("/") + render(opts.path, values)
         params = {k: self.resolved(render(v, values), ctx) for k, v in opts.params.items()}
+        secret_params = {k: params[k] for k, v in opts.params.items() if carries_secret(k, v)}
         extra = {name: item[name] for name in opts.attach}
         label = ", ".join(f"{k}={v}" for k, v in extra.items()) or self.source.name
-        async for rows in self._pages(client, ctx, url, params):
+        async for rows in self._pages(client, url, params, secret_params):
             ctx.progress(f"{label}: {len(rows)} records")
             yield [{**extra, **row} for row in rows] if extra else rows
 
     async def _pages(
-        self, client: ResilientClient, ctx: FetchContext, url: str, params: dict[str, Any]
+        self,
+        client: ResilientClient,
+        url: str,
+        params: dict[str, Any],
+        secret_params: dict[str, Any],
     ) -> AsyncIterator[list[dict[str, Any]]]:
         opts = self.options
         page = opts.pagination
+        where = safe_url(url)
 
-        async def get(extra: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
-            body, _ = await client.get_json(url, {**params, **extra})
-            return body, rows_from(body, opts.record_path, opts.record_layout)
+        async def get(
+            extra: dict[str, Any], at: str | None = None
+        ) -> tuple[Any, list[dict[str, Any]]]:
+            target = at or url
+            query = {**params, **extra} if at is None else secret_params
+            body, _ = await client.get_json(target, query)
+            return body, rows_from(body, opts.record_path, opts.record_layout, safe_url(target))
 
         if page is None:
             yield (await get({}))[1]
-        elif isinstance(page, LimitOffset):
-            body, rows = await get({page.limit_param: page.page_size, page.offset_param: 0})
-            yield rows
-            total = dig(body, page.total_path) if page.total_path else None
-            if isinstance(total, int):
-                # A server may cap pages below the size asked for: step by what it gives.
-                step = len(rows) if 0 < len(rows) < page.page_size else page.page_size
-                offsets = range(step, total, step)[: page.max_pages - 1]
-                calls = [
-                    lambda o=o: get({page.limit_param: page.page_size, page.offset_param: o})
-                    for o in offsets
-                ]
-                fetched = len(rows)
-                async for _, more in bounded_gather(calls, self.source.http.max_concurrency):
-                    fetched += len(more)
-                    yield more
-                if fetched < total:
-                    raise FetchError(
-                        f"fetched {fetched} of the {total} records the API announced "
-                        f"({page.total_path!r}); pages may have shifted, or max_pages is too low"
-                    )
-            else:
-                # No total: keep asking until an empty page (a short page may only be a cap).
-                offset, pages = len(rows), 1
-                while rows and pages < page.max_pages:
-                    _, rows = await get(
-                        {page.limit_param: page.page_size, page.offset_param: offset}
-                    )
-                    offset, pages = offset + len(rows), pages + 1
-                    if rows:
-                        yield rows
+            return
+        guard = PageGuard(where, page.max_pages)
+        concurrency = self.source.http.max_concurrency
+        if isinstance(page, LimitOffset):
+            pages = self._limit_offset(page, guard, get, concurrency)
         elif isinstance(page, PageNumber):
-            size = {page.size_param: page.page_size} if page.size_param else {}
-            body, rows = await get({page.page_param: page.first_page, **size})
-            yield rows
-            total_pages = dig(body, page.total_pages_path) if page.total_pages_path else None
-            if isinstance(total_pages, int):
-                numbers = range(
-                    page.first_page + 1, page.first_page + min(total_pages, page.max_pages)
-                )
-                calls = [lambda n=n: get({page.page_param: n, **size}) for n in numbers]
-                async for _, more in bounded_gather(calls, self.source.http.max_concurrency):
-                    yield more
-            else:
-                number = page.first_page
-                while rows and number - page.first_page + 1 < page.max_pages:
-                    number += 1
-                    _, rows = await get({page.page_param: number, **size})
-                    if rows:
-                        yield rows
+            pages = self._page_number(page, guard, get, concurrency)
+        elif isinstance(page, Cursor):
+            pages = self._cursor(page, guard, get)
         else:
-            cursor_key = page.cursor_param if isinstance(page, Cursor) else None
-            path = page.cursor_path if isinstance(page, Cursor) else page.next_path
-            body, rows = await get({})
+            pages = self._next_link(page, guard, get, client, url)
+        async for rows in pages:
             yield rows
-            for _ in range(page.max_pages - 1):
-                token = dig(body, path)
-                if not token:
-                    break
-                if cursor_key:
-                    body, rows = await get({cursor_key: token})
-                else:
-                    body, _ = await client.get_json(urljoin(url, str(token)))
-                    rows = rows_from(body, opts.record_path, opts.record_layout)
+
+    async def _limit_offset(
+        self, page: LimitOffset, guard: PageGuard, get: Get, concurrency: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        def at(offset: int) -> dict[str, Any]:
+            return {page.limit_param: page.page_size, page.offset_param: offset}
+
+        body, rows = await get(at(0))
+        guard.check("the page at offset 0", rows)
+        total = whole_number(dig(body, page.total_path)) if page.total_path else None
+        if total is None:
+            # No total: ask until a page is empty or shorter than the earlier ones.
+            yield rows
+            offset = len(rows)
+            while rows:
+                label = f"the page at offset {offset}"
+                guard.allow(label)
+                widest = guard.widest
+                _, rows = await get(at(offset))
+                guard.check(label, rows)
                 if rows:
                     yield rows
+                if not rows or len(rows) < widest:
+                    return
+                offset += len(rows)
+            return
+        if total < 0 or len(rows) > total or (total > 0 and not rows):
+            raise guard.fail(
+                f"the announced total {page.total_path}={total} is contradicted by the page at "
+                f"offset 0, which holds {len(rows)} records"
+            )
+        # A server may cap pages below the size asked for: step by what it gives.
+        step = len(rows) if 0 < len(rows) < page.page_size else page.page_size
+        offsets = range(step, total, step)
+        if 1 + len(offsets) > page.max_pages:
+            raise guard.fail(
+                f"the announced total {total} needs {1 + len(offsets)} pages of {step}, "
+                f"more than max_pages={page.max_pages}; raise max_pages"
+            )
+        yield rows
+        last = rows
+
+        async def one(offset: int) -> tuple[int, list[dict[str, Any]]]:
+            return offset, (await get(at(offset)))[1]
+
+        calls = [lambda o=o: one(o) for o in offsets]
+        # aclosing: a failed check cancels the pages still in flight at once.
+        async with aclosing(ordered_gather(calls, concurrency)) as pages:
+            async for offset, rows in pages:
+                label = f"the page at offset {offset}"
+                guard.check(label, rows)
+                expected = min(step, total - offset)
+                if len(rows) != expected:
+                    raise guard.fail(
+                        f"{label} holds {len(rows)} records where the announced total {total} "
+                        f"means {expected}: the total or the data changed while paging"
+                    )
+                yield rows
+                last = rows
+        # A full last page leaves the total as the only end signal: confirm it with one more
+        # page. (One short page that matches the total is two signals already.)
+        if total and len(last) == step and (step == page.page_size or total > step):
+            _, beyond = await get(at(total))
+            if beyond:
+                raise guard.fail(
+                    f"the announced total {total} is contradicted: the page at offset {total} "
+                    f"holds {len(beyond)} more records"
+                )
+
+    async def _page_number(
+        self, page: PageNumber, guard: PageGuard, get: Get, concurrency: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        size = {page.size_param: page.page_size} if page.size_param else {}
+
+        def at(number: int) -> dict[str, Any]:
+            return {page.page_param: number, **size}
+
+        first = page.first_page
+        body, rows = await get(at(first))
+        guard.check(f"page {first}", rows)
+        yield rows
+        total_pages = (
+            whole_number(dig(body, page.total_pages_path)) if page.total_pages_path else None
+        )
+        if total_pages is None:
+            number = first
+            while rows:
+                number += 1
+                label = f"page {number}"
+                guard.allow(label)
+                widest = guard.widest
+                _, rows = await get(at(number))
+                guard.check(label, rows)
+                if rows:
+                    yield rows
+                if not rows or len(rows) < widest:
+                    return
+            return
+        if total_pages < 0 or (total_pages == 0 and rows) or (total_pages > 0 and not rows):
+            raise guard.fail(
+                f"the announced page count {page.total_pages_path}={total_pages} is "
+                f"contradicted by page {first}, which holds {len(rows)} records"
+            )
+        if total_pages > page.max_pages:
+            raise guard.fail(
+                f"the announced page count {total_pages} is more than "
+                f"max_pages={page.max_pages}; raise max_pages"
+            )
+        full = len(rows)
+        last = rows
+
+        async def one(number: int) -> tuple[int, list[dict[str, Any]]]:
+            return number, (await get(at(number)))[1]
+
+        calls = [lambda n=n: one(n) for n in range(first + 1, first + total_pages)]
+        async with aclosing(ordered_gather(calls, concurrency)) as pages:
+            async for number, rows in pages:
+                label = f"page {number}"
+                guard.check(label, rows)
+                is_last = number == first + total_pages - 1
+                if (not is_last and len(rows) != full) or not rows or len(rows) > full:
+                    raise guard.fail(
+                        f"{label} of the announced {total_pages} holds {len(rows)} records where "
+                        f"page {first} held {full}: the page count or the data changed while paging"
+                    )
+                yield rows
+                last = rows
+        full_page = total_pages > 1 or (page.size_param is not None and full == page.page_size)
+        if last and len(last) == full and full_page:
+            number = first + total_pages
+            _, beyond = await get(at(number))
+            if beyond:
+                raise guard.fail(
+                    f"the announced page count {total_pages} is contradicted: page {number} "
+                    f"holds {len(beyond)} more records"
+                )
+
+    async def _cursor(
+        self, page: Cursor, guard: PageGuard, get: Get
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        body, rows = await get({})
+        guard.check("page 1", rows)
+        yield rows
+        given: dict[str, int] = {}
+        while (token := dig(body, page.cursor_path)) not in (None, "", False):
+            if not isinstance(token, str | int) or isinstance(token, bool):
+                raise guard.fail(f"page {guard.pages} has a cursor that is not text or a number")
+            if str(token) in given:
+                raise guard.fail(
+                    f"page {guard.pages} gives the same next cursor as page {given[str(token)]}"
+                )
+            given[str(token)] = guard.pages
+            label = f"page {guard.pages + 1}"
+            guard.allow(label)
+            body, rows = await get({page.cursor_param: token})
+            guard.check(label, rows)
+            if rows:
+                yield rows
+
+    async def _next_link(
+        self, page: NextLink, guard: PageGuard, get: Get, client: ResilientClient, url: str
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        body, rows = await get({})
+        guard.check("page 1", rows)
+        yield rows
+        followed: dict[str, int] = {}
+        current = url
+        while (link := dig(body, page.next_path)) not in (None, "", False):
+            if not isinstance(link, str):
+                raise guard.fail(f"page {guard.pages} has a next link that is not text")
+            current = urljoin(current, link)
+            if not client.trusted(current):
+                # A link from a response body is data: following it would send our credentials
+                # to (or take records from) a host nobody configured.
+                raise guard.fail(
+                    f"page {guard.pages} links to {safe_url(current)}, another origin than the "
+                    "configured base_url; refusing to follow it"
+                )
+            if current in followed:
+                raise guard.fail(
+                    f"page {guard.pages} links to the same next page as page {followed[current]}"
+                )
+            followed[current] = guard.pages
+            label = f"page {guard.pages + 1}"
+            guard.allow(label)
+            body, rows = await get({}, at=current)
+            guard.check(label, rows)
+            if rows:
+                yield rows

@@ -15,7 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import Field, model_validator
 
-from ingest_assets.connectors.base import Batch, Connector, ConnectorOptions, FetchContext
+from ingest_assets.connectors.base import (
+    Batch,
+    Connector,
+    ConnectorOptions,
+    FetchContext,
+    FetchError,
+)
 from ingest_assets.connectors.registry import register
 
 
@@ -65,10 +71,12 @@ class SqlConnector(Connector):
         url = self.resolved(self.options.url, ctx)
         start = ctx.partition_date
         end = start + dt.timedelta(days=1)
-        engine = sa.create_engine(url)
         ctx.stats.requests += 1
+        engine, connected = None, False
         try:
+            engine = sa.create_engine(url)
             with engine.connect() as con:
+                connected = True
                 result = con.execution_options(stream_results=True).execute(
                     self.statement(), {"start": start, "end": end}
                 )
@@ -77,12 +85,21 @@ class SqlConnector(Connector):
                     if not rows:
                         break
                     yield [{k: _plain(v) for k, v in row._mapping.items()} for row in rows]
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, ImportError) as exc:
             ctx.stats.failed_requests += 1
+            # A database that is down or drops the connection may come back; a bad URL,
+            # driver or query will not (SQLite reports a missing table as OperationalError too,
+            # so the phase decides, not the class).
+            if connected:
+                transient = bool(getattr(exc, "connection_invalidated", False))
+            else:
+                transient = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
             # The driver's message can quote the URL; name only the source and the error class.
-            raise RuntimeError(
-                f"{self.source.name}: query failed ({type(exc).__name__}: "
-                f"{getattr(exc, 'orig', None) or 'see the database log'})"
+            raise FetchError(
+                f"query failed ({type(exc).__name__}: "
+                f"{getattr(exc, 'orig', None) or 'see the database log'})",
+                permanent=not transient,
             ) from None
         finally:
-            engine.dispose()
+            if engine is not None:
+                engine.dispose()
