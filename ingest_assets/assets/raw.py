@@ -19,8 +19,8 @@ from ingest_assets.assets.checks import freshness_policy
 from ingest_assets.assets.common import daily_partitions, now_utc, partition_days, retry_policy
 from ingest_assets.config import SourceConfig
 from ingest_assets.connectors import FetchContext, FetchStats, get_connector_class
+from ingest_assets.connectors.base import FetchError
 from ingest_assets.connectors.files import MissingFileError
-from ingest_assets.connectors.http import FetchError
 from ingest_assets.quality.drift import DriftReport, drift_from_profiles
 from ingest_assets.records.encode import RawEncoder
 from ingest_assets.records.stream import stream_into
@@ -129,8 +129,8 @@ def fetch_day(
                 retryable=False,
             ) from None
         if isinstance(exc, FetchError):
-            permanent = bool(getattr(exc, "permanent", False))
-            raise DayFailure(day, f"{where}: {exc}", retryable=not permanent) from None
+            # The message already names the source and the day (connectors.stream).
+            raise DayFailure(day, str(exc), retryable=not exc.permanent) from None
         raise
     if rows != stats.records:
         # The invariant of the record path: every record handed over is a raw row.

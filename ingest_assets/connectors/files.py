@@ -54,7 +54,9 @@ class FileOptions(ConnectorOptions):
     # utf-8-sig reads plain UTF-8 too, and drops the byte-order mark spreadsheet exports add
     # (otherwise the first header would be "\ufeffpartner_sku" and every row would miss it).
     encoding: str = "utf-8-sig"
-    batch_size: int = Field(5_000, ge=1)
+    # A parsed record can weigh 10-20 kB as Python objects: batches stay small so the records
+    # in flight between fetch and write (a few batches) stay within tens of megabytes.
+    batch_size: int = Field(1_000, ge=1)
 
 
 class CsvOptions(FileOptions):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from ingest_assets.connectors.base import Connector, FetchContext
+from ingest_assets.connectors.base import Connector, FetchContext, stream
 from ingest_assets.records.encode import RawEncoder
 
 _DONE = object()
@@ -50,11 +50,9 @@ def stream_into(
                 failures.append(exc)
 
     async def fetch() -> None:
-        async for batch in connector.fetch(ctx):
+        async for batch in stream(connector, ctx):  # counts the batches, locates errors
             if failures:
                 break
-            ctx.stats.batches += 1
-            ctx.stats.records += len(batch)
             await asyncio.to_thread(pending.put, batch)
 
     writer = threading.Thread(target=write, name="raw-writer", daemon=True)
