@@ -95,8 +95,8 @@ def corrupt_categories(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in cleaning: valid products leave the split with upper-case categories."""
     split = DatasetSplit.split
 
-    def buggy(self, raw, source, mapping) -> SplitResult:
-        result = split(self, raw, source, mapping)
+    def buggy(self, raw, source, mapping, records=None) -> SplitResult:
+        result = split(self, raw, source, mapping, records)
         if self.dataset == "products":
             result.valid["category"] = result.valid["category"].str.upper()
         return result
@@ -150,8 +150,8 @@ def test_conservation_fails_when_a_record_is_lost(
 ) -> None:
     split = DatasetSplit.split
 
-    def loses_one(self, raw, source, mapping) -> SplitResult:
-        result = split(self, raw, source, mapping)
+    def loses_one(self, raw, source, mapping, records=None) -> SplitResult:
+        result = split(self, raw, source, mapping, records)
         if source == "partner_feed":
             result.valid = result.valid.iloc[1:].reset_index(drop=True)
         return result

@@ -77,7 +77,9 @@ def test_replay_after_a_mapping_fix_moves_records_once(quality_env: QualityEnv) 
     checks = check_results(replay)
     assert checks[("quarantine/products", "conservation_partner_feed")].passed
     assert checks[("cleaned/products", "pandera_schema")].passed
-    assert {"features/products", "metrics/products", "metrics/ingestion_products"} <= materialized(replay)
+    assert {"features/products", "metrics/products", "metrics/ingestion_products"} <= materialized(
+        replay
+    )
 
     marks = history(quality_env)
     assert marks["status"].value_counts().to_dict() == {"replayed": 31, "quarantined": 9}

@@ -16,6 +16,7 @@ metadata); its rows follow when it lands (see the automation conditions).
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -33,7 +34,7 @@ from ingest_assets.config import SourceConfig
 from ingest_assets.records.split import QUARANTINE_COLUMNS, DatasetSplit, SplitResult
 from ingest_assets.transforms.datasets import DATASETS
 from ingest_assets.transforms.steps import recording
-from ingest_assets.warehouse.base import PartitionedTableIOManager
+from ingest_assets.warehouse.base import FrameStream, PartitionedTableIOManager
 from ingest_assets.warehouse.common import TableRef
 
 PRIMARY_KEYS = {
@@ -87,8 +88,18 @@ def split_chunks(
         split.raw_columns(source.mapping),
         order_by=["partition_date", "_seq"],
     )
+    table = TableRef("raw", source.name)
+
+    def records(rows: pd.DataFrame) -> list[str]:
+        found: dict[tuple[object, int], str] = {}
+        for day, seqs in rows.groupby(rows["partition_date"].dt.date)["_seq"]:
+            texts = warehouse.read_records(table, day, seqs.tolist())
+            found.update({(day, seq): text for seq, text in texts.items()})
+        days = rows["partition_date"].dt.date
+        return [found[(d, int(q))] for d, q in zip(days, rows["_seq"], strict=True)]
+
     for chunk in chunks:
-        yield split.split(chunk, source.name, source.mapping)
+        yield split.split(chunk, source.name, source.mapping, records)
 
 
 def missing_raw_days(
@@ -165,39 +176,51 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
         bounds = (window.start.date(), window.end.date())
         days = [d.isoformat() for d in partition_days(context)]
         split = DatasetSplit(dataset, context.run.run_id, at, steps.clean)
-        valid, quarantined, per_source, missing = [], [], {}, {}
-        for source in sources:
-            counts = {"raw": 0, "valid": 0, "quarantined": 0}
-            for result in split_chunks(warehouse, split, source, bounds):
-                valid.append(result.valid)
-                quarantined.append(result.quarantined)
-                counts["valid"] += len(result.valid)
-                counts["quarantined"] += len(result.quarantined)
-            counts["raw"] = counts["valid"] + counts["quarantined"]
-            per_source[source.name] = counts
-            absent = missing_raw_days(context.instance, source, days)
-            if absent:
-                missing[source.name] = absent
+        quarantined: list[pd.DataFrame] = []
+        per_source: dict[str, dict[str, int]] = {}
+        missing = {
+            s.name: absent
+            for s in sources
+            if (absent := missing_raw_days(context.instance, s, days))
+        }
         if missing:
             context.log.warning(f"{dataset}: no raw partition yet for {missing}")
         empty = DatasetSplit(dataset, "", at).split(_empty_raw(), "", {})
-        cleaned = _sorted(pd.concat([empty.valid, *valid], ignore_index=True), steps.sort_by)
-        del valid
+
+        def valid_chunks() -> Iterator[pd.DataFrame]:
+            # The cleaned rows go to the warehouse chunk by chunk as the split makes them: a
+            # day of millions of records is never held whole.
+            yield empty.valid
+            for source in sources:
+                counts = per_source.setdefault(source.name, {"valid": 0, "quarantined": 0})
+                for result in split_chunks(warehouse, split, source, bounds):
+                    quarantined.append(result.quarantined)
+                    counts["valid"] += len(result.valid)
+                    counts["quarantined"] += len(result.quarantined)
+                    yield result.valid
+
+        common = {"missing_sources": dg.MetadataValue.json(missing)}
+
+        def cleaned_metadata() -> dict[str, Any]:
+            elapsed = round((pd.Timestamp.now() - started).total_seconds(), 3)
+            return {
+                "records_quarantined": sum(c["quarantined"] for c in per_source.values()),
+                "per_source": dg.MetadataValue.json(
+                    {
+                        name: {"raw": c["valid"] + c["quarantined"], **c}
+                        for name, c in per_source.items()
+                    }
+                ),
+                "duration_s": elapsed,
+                **common,
+            }
+
+        yield dg.Output(
+            FrameStream(valid_chunks(), cleaned_metadata),
+            output_name=_output_name(["cleaned", dataset]),
+        )
         bad = pd.concat([empty.quarantined, *quarantined], ignore_index=True)[QUARANTINE_COLUMNS]
         bad["dataset"] = dataset
-        elapsed = round((pd.Timestamp.now() - started).total_seconds(), 3)
-        common = {"missing_sources": dg.MetadataValue.json(missing), "duration_s": elapsed}
-        yield dg.Output(
-            cleaned,
-            output_name=_output_name(["cleaned", dataset]),
-            metadata={
-                "dagster/row_count": len(cleaned),
-                "records_quarantined": len(bad),
-                "per_source": dg.MetadataValue.json(per_source),
-                **common,
-            },
-        )
-        del cleaned
         yield dg.Output(
             bad,
             output_name=_output_name(quarantine_key(dataset).path),

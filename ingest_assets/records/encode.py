@@ -276,6 +276,7 @@ class RawEncoder:
         if profile.example is None:
             profile.example = str(present[0].as_py())[:80]
 
+
 def encode_records(records: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
     """One-off encoding of records (tests, small tools)."""
     return RawEncoder().encode(list(records))

@@ -193,13 +193,21 @@ class DatasetSplit:
     def raw_columns(self, mapping: Mapping[str, str]) -> list[str]:
         """The raw columns a source's split reads."""
         mapped = [column_name(mapping.get(f, f)) for f in self.fields]
-        return [
-            "partition_date", "_ingested_at", SEQ, RECORD, PARSE_ERROR,
-            *dict.fromkeys(mapped),
-        ]  # fmt: skip
+        return ["partition_date", "_ingested_at", SEQ, PARSE_ERROR, *dict.fromkeys(mapped)]
 
-    def split(self, raw: pd.DataFrame, source: str, mapping: Mapping[str, str]) -> SplitResult:
-        """Split one chunk of one source's raw rows (in ``_seq`` order within each day)."""
+    def split(
+        self,
+        raw: pd.DataFrame,
+        source: str,
+        mapping: Mapping[str, str],
+        records: Callable[[pd.DataFrame], list[str]] | None = None,
+    ) -> SplitResult:
+        """Split one chunk of one source's raw rows (in ``_seq`` order within each day).
+
+        The quarantine rows carry each record's JSON: from the chunk's ``_record`` column when
+        it has one, else from ``records`` (given the quarantined rows' ``partition_date`` and
+        ``_seq``), so a chunk of mostly valid records never holds their JSON.
+        """
         raw = raw.reset_index(drop=True)
         errors: dict[int, list[dict[str, Any]]] = {}
         uncoercible: set[tuple[int, str]] = set()
@@ -270,7 +278,7 @@ class DatasetSplit:
                 "partition_date": frame["partition_date"].to_numpy()[bad_rows],
                 "source": source,
                 "dataset": self.dataset,
-                "record": raw[RECORD].iloc[bad_rows].astype(object).to_numpy(),
+                "record": _records_of(raw, bad_rows, records),
                 "errors": [json.dumps(errors[i], default=str) for i in bad_rows],
                 "run_id": self.run_id,
                 "quarantined_at": self.quarantined_at,
@@ -280,6 +288,18 @@ class DatasetSplit:
         quarantined["partition_date"] = quarantined["partition_date"].astype("datetime64[ns]")
         quarantined["quarantined_at"] = pd.to_datetime(quarantined["quarantined_at"], utc=True)
         return SplitResult(valid=valid, quarantined=quarantined)
+
+
+def _records_of(
+    raw: pd.DataFrame, rows: np.ndarray, records: Callable[[pd.DataFrame], list[str]] | None
+) -> list[str]:
+    if RECORD in raw.columns:
+        return raw[RECORD].iloc[rows].astype(object).tolist()
+    if records is None or not len(rows):
+        if len(rows):
+            raise ValueError("the raw chunk has no _record column and no way to read it")
+        return []
+    return records(raw.iloc[rows][["partition_date", SEQ]])
 
 
 def concat_results(results: Iterable[SplitResult]) -> SplitResult:

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import dagster as dg
 import pandas as pd
@@ -27,6 +27,29 @@ class StagedPartition:
     day: dt.date
     run_id: str
     ingested_at: pd.Timestamp
+
+
+class FrameStream:
+    """An output written chunk by chunk (in one transaction) instead of as one frame.
+
+    ``chunks`` is consumed once, by the IO manager; what the producer learns while producing
+    them (counts, reasons) is added to the output's metadata by ``metadata()`` afterwards.
+    """
+
+    def __init__(
+        self, chunks: Iterator[pd.DataFrame], metadata: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
+        self.chunks = chunks
+        self._metadata = metadata
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        for chunk in self.chunks:
+            self.rows += len(chunk)
+            yield chunk
+
+    def metadata(self) -> dict[str, Any]:
+        return self._metadata() if self._metadata else {}
 
 
 class PartitionStage(Protocol):
@@ -73,7 +96,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
     def write(
         self,
         table: TableRef,
-        df: pd.DataFrame,
+        df: pd.DataFrame | FrameStream,
         bounds: tuple[dt.date, dt.date] | None,
         json_columns: Sequence[str],
         primary_key: Sequence[str],
@@ -94,6 +117,10 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         """A streamed write of one raw partition (see ``PartitionStage``)."""
         raise NotImplementedError
 
+    def read_records(self, table: TableRef, day: dt.date, seqs: Sequence[int]) -> dict[int, str]:
+        """``_record`` of some rows of a raw day, by ``_seq``."""
+        raise NotImplementedError
+
     def read_batches(
         self,
         table: TableRef,
@@ -109,7 +136,8 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         """
         raise NotImplementedError
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | FrameStream) -> None:
+        """Write a frame, or a ``FrameStream`` chunk by chunk, replacing the partition at once."""
         if obj is None:
             return
         metadata = context.definition_metadata
@@ -122,9 +150,11 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             definition_list(metadata, "primary_key"),
             scope_of(metadata),
         )
+        streamed = isinstance(obj, FrameStream)
         context.add_output_metadata(
             {
-                "dagster/row_count": len(obj),
+                **(obj.metadata() if streamed else {}),
+                "dagster/row_count": obj.rows if streamed else len(obj),
                 "dagster/table_name": str(table),
                 "warehouse": self.warehouse,
             }

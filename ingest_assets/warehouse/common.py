@@ -202,7 +202,6 @@ def check_scope(df: pd.DataFrame, table: TableRef, scope: Mapping[str, str] | No
             )
 
 
-
 # Columns read in chunks whose text stays in Arrow memory: a record's JSON is kilobytes, and as
 # Python strings a chunk of them would weigh several times its size.
 ARROW_TEXT_COLUMNS = ("_record",)

@@ -7,7 +7,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -53,6 +53,7 @@ _WIDENS = {
     ("DOUBLE", "VARCHAR"),
 }
 _LOCK_ATTEMPTS = 40
+DUCKDB_MEMORY = "512MB"
 
 
 @contextmanager
@@ -70,6 +71,9 @@ def connect(path: str, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConne
             time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
     try:
         con.execute("SET TimeZone='UTC'")
+        # DuckDB's own memory (sorts, joins, inserts) spills to disk beyond this, instead of
+        # taking most of the machine while a step holds a day of records.
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
         yield con
     finally:
         con.close()
@@ -78,50 +82,75 @@ def connect(path: str, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConne
 def write_frame(
     con: duckdb.DuckDBPyConnection,
     table: TableRef,
-    df: pd.DataFrame,
+    df: pd.DataFrame | Iterable[pd.DataFrame],
     bounds: tuple | None,
     json_columns: list[str] | None = None,
     scope: Mapping[str, str] | None = None,
 ) -> None:
-    """Replace the rows of ``bounds`` (or the whole table) within ``scope`` by ``df``, in one
-    transaction."""
-    if bounds is not None:
-        check_partition_column(df, table, bounds)
-    check_scope(df, table, scope)
-    types = {c: DUCKDB_TYPES[t] for c, t in logical_types(df, json_columns or []).items()}
-    target = table.sql
+    """Replace the rows of ``bounds`` (or the whole table) within ``scope`` by ``df`` (a frame,
+    or frames written one after the other), in one transaction."""
+    frames = [df] if isinstance(df, pd.DataFrame) else df
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
-        existing = _existing_columns(con, table)
-        if not existing:
-            columns = ", ".join(f"{quote_ident(c)} {t}" for c, t in types.items())
-            con.execute(f"CREATE TABLE {target} ({columns})")
-        else:
-            for column, wanted in types.items():
-                have = existing.get(column)
-                if have is None:
-                    con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(column)} {wanted}")
-                    existing[column] = wanted
-                elif have != wanted and (wanted, have) not in _WIDENS and df[column].notna().any():
-                    raise WarehouseError(
-                        f"{table}: column {column!r} is {have} in the warehouse but the new data is "
-                        f"{wanted}; migrate the column or rename it"
-                    )
-        where, params = row_filter(bounds, scope)
-        con.execute(f"DELETE FROM {target}{where}", params)
-        if not df.empty:
-            con.register("_ingest_frame", df)
-            names = ", ".join(quote_ident(c) for c in df.columns)
-            casts = ", ".join(
-                f"CAST({quote_ident(c)} AS {existing.get(c, types[c])})" for c in df.columns
-            )
-            con.execute(f"INSERT INTO {target} ({names}) SELECT {casts} FROM _ingest_frame")
-            con.unregister("_ingest_frame")
+        deleted = False
+        for frame in frames:
+            existing = _prepare(con, table, frame, bounds, json_columns, scope)
+            if not deleted:
+                where, params = row_filter(bounds, scope)
+                con.execute(f"DELETE FROM {table.sql}{where}", params)
+                deleted = True
+            _insert(con, table, frame, existing)
+        if not deleted and _existing_columns(con, table):
+            where, params = row_filter(bounds, scope)
+            con.execute(f"DELETE FROM {table.sql}{where}", params)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def _prepare(
+    con: duckdb.DuckDBPyConnection,
+    table: TableRef,
+    df: pd.DataFrame,
+    bounds: tuple | None,
+    json_columns: list[str] | None,
+    scope: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """Check a frame against the partition and scope; create the table or add its new columns."""
+    if bounds is not None:
+        check_partition_column(df, table, bounds)
+    check_scope(df, table, scope)
+    types = {c: DUCKDB_TYPES[t] for c, t in logical_types(df, json_columns or []).items()}
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+    existing = _existing_columns(con, table)
+    if not existing:
+        columns = ", ".join(f"{quote_ident(c)} {t}" for c, t in types.items())
+        con.execute(f"CREATE TABLE {table.sql} ({columns})")
+        return dict(types)
+    for column, wanted in types.items():
+        have = existing.get(column)
+        if have is None:
+            con.execute(f"ALTER TABLE {table.sql} ADD COLUMN {quote_ident(column)} {wanted}")
+            existing[column] = wanted
+        elif have != wanted and (wanted, have) not in _WIDENS and df[column].notna().any():
+            raise WarehouseError(
+                f"{table}: column {column!r} is {have} in the warehouse but the new data is "
+                f"{wanted}; migrate the column or rename it"
+            )
+    return existing
+
+
+def _insert(
+    con: duckdb.DuckDBPyConnection, table: TableRef, df: pd.DataFrame, existing: Mapping[str, str]
+) -> None:
+    if df.empty:
+        return
+    con.register("_ingest_frame", df)
+    names = ", ".join(quote_ident(c) for c in df.columns)
+    casts = ", ".join(f"CAST({quote_ident(c)} AS {existing[c]})" for c in df.columns)
+    con.execute(f"INSERT INTO {table.sql} ({names}) SELECT {casts} FROM _ingest_frame")
+    con.unregister("_ingest_frame")
 
 
 def read_frame(
@@ -191,6 +220,18 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    def read_records(self, table: TableRef, day: dt.date, seqs: Sequence[int]) -> dict[int, str]:
+        if not len(seqs):
+            return {}
+        with connect(self.path) as con:
+            rows = con.execute(
+                f"SELECT _seq, _record FROM {table.sql} WHERE partition_date = ? "
+                "AND _seq BETWEEN ? AND ?",
+                [day, int(min(seqs)), int(max(seqs))],
+            ).fetchall()
+        wanted = set(int(s) for s in seqs)
+        return {seq: text for seq, text in rows if seq in wanted}
+
     def read_batches(
         self,
         table: TableRef,
@@ -221,8 +262,6 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
 
 # Staged rows are written to a Parquet file once this many bytes are buffered.
 _STAGE_FILE_BYTES = 32 * 1024 * 1024
-# DuckDB's memory while swapping a staged partition in (it spills to disk beyond it).
-_STAGE_MEMORY = "256MB"
 
 
 class ParquetStage:
@@ -273,7 +312,6 @@ class ParquetStage:
             # Rows are read back in _seq order, never insertion order: DuckDB may then load
             # the files in parallel without buffering them whole.
             con.execute("SET preserve_insertion_order = false")
-            con.execute(f"SET memory_limit = '{_STAGE_MEMORY}'")
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")

@@ -26,7 +26,7 @@ import io
 import json
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 from urllib.parse import unquote
@@ -328,14 +328,56 @@ def _lock_rows(conn: psycopg.Connection, table: TableRef, bounds: tuple | None) 
 def write_frame(
     conn: psycopg.Connection,
     table: TableRef,
-    df: pd.DataFrame,
+    df: pd.DataFrame | Iterable[pd.DataFrame],
     bounds: tuple[dt.date, dt.date] | None,
     json_columns: Sequence[str] = (),
     primary_key: Sequence[str] = (),
     scope: Mapping[str, str] | None = None,
 ) -> None:
     """Replace the rows of ``bounds`` within ``scope`` (or upsert / replace the whole table)
-    by ``df``."""
+    by ``df``: a frame, or frames COPYed one after the other in the same transaction."""
+    frames = iter([df] if isinstance(df, pd.DataFrame) else df)
+    first = next(frames, None)
+    if first is None:
+        if _existing_columns(conn, table):
+            with conn.transaction():
+                _lock_rows(conn, table, bounds)
+                where, params = row_filter(bounds, scope, "%s")
+                conn.execute(f"DELETE FROM {table.sql}{where}", params)
+        return
+    types = _prepare(conn, table, first, bounds, json_columns, primary_key, scope)
+    target = table.sql
+    with conn.transaction():
+        _lock_rows(conn, table, bounds)
+        if bounds is None and primary_key:
+            if not first.empty:
+                _upsert(conn, table, first, types, list(primary_key))
+            for frame in frames:
+                types = _prepare(conn, table, frame, bounds, json_columns, primary_key, scope)
+                if not frame.empty:
+                    _upsert(conn, table, frame, types, list(primary_key))
+            return
+        where, params = row_filter(bounds, scope, "%s")
+        conn.execute(f"DELETE FROM {target}{where}", params)
+        if not first.empty:
+            _copy_into(conn, target, first, types)
+        for frame in frames:
+            # A later chunk's new column is added inside this transaction (a savepoint).
+            types = _prepare(conn, table, frame, bounds, json_columns, primary_key, scope)
+            if not frame.empty:
+                _copy_into(conn, target, frame, types)
+
+
+def _prepare(
+    conn: psycopg.Connection,
+    table: TableRef,
+    df: pd.DataFrame,
+    bounds: tuple[dt.date, dt.date] | None,
+    json_columns: Sequence[str],
+    primary_key: Sequence[str],
+    scope: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """Check a frame; create the table or add its new columns; the types to convert it to."""
     if bounds is not None:
         check_partition_column(df, table, bounds)
     check_scope(df, table, scope)
@@ -345,18 +387,7 @@ def write_frame(
     types = {c: PG_TYPES[t] for c, t in logical_types(df, list(json_columns)).items()}
     existing = _ensure_table(conn, table, df, types, list(primary_key), bounds is not None)
     # Convert to what the table holds, so e.g. a bigint into a text column arrives as text.
-    types = {c: existing[c] for c in df.columns}
-    target = table.sql
-    with conn.transaction():
-        _lock_rows(conn, table, bounds)
-        if bounds is None and primary_key:
-            if not df.empty:
-                _upsert(conn, table, df, types, list(primary_key))
-            return
-        where, params = row_filter(bounds, scope, "%s")
-        conn.execute(f"DELETE FROM {target}{where}", params)
-        if not df.empty:
-            _copy_into(conn, target, df, types)
+    return {c: existing[c] for c in df.columns}
 
 
 def _upsert(
@@ -629,6 +660,17 @@ class PostgresPartitionedIOManager(PartitionedTableIOManager):
     ) -> pd.DataFrame:
         with connect(self.url) as conn:
             return read_frame(conn, table, bounds, columns, scope)
+
+    def read_records(self, table: TableRef, day: dt.date, seqs: Sequence[int]) -> dict[int, str]:
+        if not len(seqs):
+            return {}
+        with connect(self.url) as conn:
+            rows = conn.execute(
+                f"SELECT _seq, _record::text FROM {table.sql} "
+                "WHERE partition_date = %s AND _seq = ANY(%s)",
+                [day, [int(s) for s in seqs]],
+            ).fetchall()
+        return dict(rows)
 
     @contextmanager
     def stage(self, partition: StagedPartition) -> Iterator[_CopyStage]:
