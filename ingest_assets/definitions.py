@@ -9,6 +9,7 @@ import dagster as dg
 from ingest_assets.assets.checks import build_quality_checks
 from ingest_assets.assets.datasets import build_dataset_assets, build_quarantine_asset
 from ingest_assets.assets.ingestion import build_ingestion_metrics_asset
+from ingest_assets.assets.metadata import with_ui_metadata
 from ingest_assets.assets.raw import build_raw_asset
 from ingest_assets.assets.replay import build_history_asset, build_replay_job
 from ingest_assets.automation.alerts import alert_on_check_failure, alert_on_run_failure
@@ -38,6 +39,8 @@ def build_definitions(
     assets.append(build_quarantine_asset(sources.sources))
     assets.append(build_ingestion_metrics_asset(sources.sources))
     assets.append(build_history_asset(sources.sources))
+    # Columns, owners, layer kinds, previews and code references, over whatever was built.
+    assets = with_ui_metadata(assets, sources.sources)
 
     jobs = build_jobs(sources.sources)
     jobs_by_name = {job.name: job for job in jobs}

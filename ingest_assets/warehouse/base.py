@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from ingest_assets.warehouse.common import TableRef, definition_list, partition_dates
+from ingest_assets.warehouse.preview import preview_metadata
 
 
 class PartitionedTableIOManager(dg.ConfigurableIOManager):
@@ -55,6 +56,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
                 "dagster/row_count": len(obj),
                 "dagster/table_name": str(table),
                 "warehouse": self.warehouse,
+                **preview_metadata(obj, metadata),
             }
         )
 
