@@ -20,6 +20,7 @@ reads only their keys (``<layer>/<name>``), so it keeps working when the asset f
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -283,15 +284,47 @@ def web_url(remote: str) -> str | None:
     return None
 
 
+def definition_reference(assets_def: dg.AssetsDefinition) -> dg.LocalFileCodeReference | None:
+    """The file and line of the function an asset runs.
+
+    Dagster's ``with_source_code_references`` takes the file of the outermost wrapper (a timing
+    decorator's module) but the line of the wrapped function; unwrapping first keeps file and
+    line of the asset's own definition together.
+    """
+    compute_fn = getattr(assets_def.node_def, "compute_fn", None)
+    fn = getattr(compute_fn, "decorated_fn", compute_fn)
+    if fn is None:
+        return None
+    fn = inspect.unwrap(fn)
+    try:
+        path = inspect.getsourcefile(fn)
+        line = inspect.getsourcelines(fn)[1]
+    except (OSError, TypeError):
+        return None
+    return dg.LocalFileCodeReference(file_path=str(Path(path).resolve()), line_number=line)
+
+
 def with_code_references(
     assets: Sequence[dg.AssetsDefinition], repo_root: Path = REPO_ROOT
 ) -> list[dg.AssetsDefinition]:
     """Each asset's definition (file and line) as a code reference, a git link when possible."""
-    referenced = dg.with_source_code_references(assets)
+    referenced = []
+    for assets_def in assets:
+        reference = definition_reference(assets_def)
+        if reference is not None:
+            value = dg.CodeReferencesMetadataValue(code_references=[reference])
+            assets_def = assets_def.map_asset_specs(
+                lambda spec, value=value: spec.replace_attributes(
+                    metadata={**spec.metadata, "dagster/code_references": value}
+                )
+            )
+        referenced.append(assets_def)
     target = git_link_target(repo_root)
-    if target is not None:
-        url, commit = target
-        referenced = dg.link_code_references_to_git(
+    if target is None:
+        return referenced
+    url, commit = target
+    return list(
+        dg.link_code_references_to_git(  # type: ignore[arg-type]
             referenced,
             git_url=url,
             git_branch=commit,
@@ -300,7 +333,7 @@ def with_code_references(
                 file_anchor_path_in_repository="pyproject.toml",
             ),
         )
-    return list(referenced)  # type: ignore[arg-type]
+    )
 
 
 def with_ui_metadata(
