@@ -55,9 +55,10 @@ def test_every_table_asset_has_columns_owners_a_layer_kind_and_code_references(
         assert columns(node), name
         assert "partition_date" in columns(node), name
         assert node.owners == [DEFAULT_OWNER], name  # the shipped sources declare no owners
-        # The kind tag under each node tells cleaned/products, features/products and
-        # metrics/products apart in the lineage, where all three are labelled "products".
-        assert node.kinds & LAYERS == {layer}, name
+        # The group box (and, zoomed in, the kind tag) tells cleaned/products,
+        # features/products and metrics/products apart in the lineage, where all three nodes
+        # are labelled "products".
+        assert node.group_name == layer and node.kinds & LAYERS == {layer}, name
         references = node.metadata["dagster/code_references"].code_references
         assert references, name
         for reference in references:
@@ -151,6 +152,7 @@ def test_owners_come_from_the_sources_file(quality_env: QualityEnv) -> None:
     for name in ("cleaned/products", "features/products", "metrics/products"):
         assert nodes[name].owners == ["team:partners", "ana@example.com"], name
     assert nodes["cleaned/weather"].owners == [DEFAULT_OWNER]
+    assert nodes["features/products"].tags["dataset"] == "products"
 
 
 def git(repo: Path, *args: str) -> str:

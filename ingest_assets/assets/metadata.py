@@ -8,10 +8,12 @@ reads only their keys (``<layer>/<name>``), so it keeps working when the asset f
   its system columns plus the fields the source declares (``fields:`` in sources.yaml, else the
   fields its mapping reads).
 - owners: the ``owners:`` of the sources feeding the asset, else ``DEFAULT_OWNER``.
-- a kind named for the layer (``raw``, ``cleaned``, ``features``, ``metrics``, ``quarantine``):
-  the lineage labels a node by the last part of its key only, so ``cleaned/products``,
-  ``features/products`` and ``metrics/products`` are all "products" there; the kind tag under
-  each node tells them apart.
+- the group and a kind named for the layer (``raw``, ``cleaned``, ``features``, ``metrics``,
+  ``quarantine``): the lineage labels a node by the last part of its key only, so
+  ``cleaned/products``, ``features/products`` and ``metrics/products`` are all "products" there.
+  Group boxes are labelled at every zoom level (a node's kind tag only when zoomed in), so
+  groups per layer tell them apart at a glance; the dataset stays a tag (``dataset``) to filter
+  the lineage by.
 - ``preview_rows``: the IO manager adds a small table preview to materializations of
   ``cleaned/``, ``metrics/`` and ``quarantine/`` (``warehouse.preview``).
 - code references to each asset's definition, linked to the git remote when the checkout has
@@ -226,11 +228,18 @@ def spec_with_ui_metadata(spec: dg.AssetSpec, sources: Sequence[SourceConfig]) -
         metadata[COLUMN_SCHEMA] = schema
     if layer in PREVIEW_LAYERS:
         metadata["preview_rows"] = PREVIEW_ROWS
-    kinds = {layer} if layer in LAYERS else set()
+    if layer not in LAYERS:
+        return spec.replace_attributes(
+            metadata={**spec.metadata, **metadata}, owners=owners_of(spec.key, sources)
+        )
+    datasets = {s.dataset for s in _sources_of(spec.key, sources)}
+    tags = {"dataset": datasets.pop()} if len(datasets) == 1 else {}
     return spec.replace_attributes(
         metadata={**spec.metadata, **metadata},
         owners=owners_of(spec.key, sources),
-        kinds={*spec.kinds, *kinds},
+        kinds={*spec.kinds, layer},
+        group_name=layer,
+        tags={**spec.tags, **tags},
     )
 
 
