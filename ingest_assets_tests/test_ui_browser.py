@@ -163,15 +163,15 @@ def test_the_cleaned_products_page_shows_columns_a_preview_and_checks(ui: UI, pa
     page.goto(f"{ui.url}/assets/cleaned/products")
     expect(page.get_by_text("Latest check results")).to_be_visible()
     expect(page.get_by_text("Columns", exact=True)).to_be_visible()
-    for column, kind, rule in (
-        ("price", "double", "> 0"),
-        ("discount_pct", "double", "<= 100"),
-        ("stock", "bigint", ">= 0"),
-        ("partition_date", "date", "non-nullable"),
+    for column, kind, rule, description in (
+        ("price", "double", "> 0", "List price."),
+        ("discount_pct", "double", "<= 100", "Discount in percent"),
+        ("stock", "bigint", ">= 0", "Units in stock."),
+        ("partition_date", "date", "non-nullable", "The day (UTC)"),
     ):
         row = page.locator("tr", has=page.get_by_text(column, exact=True)).first
-        expect(row).to_contain_text(kind)
-        expect(row).to_contain_text(rule)
+        for text in (kind, rule, description):
+            expect(row).to_contain_text(text)
     # The materialization's preview: rows of the table as stored.
     expect(page.get_by_text("preview", exact=True).first).to_be_visible()
     expect(page.get_by_text(ui.product_title).first).to_be_visible()

@@ -54,6 +54,8 @@ def test_every_table_asset_has_columns_owners_a_layer_kind_and_code_references(
         layer = name.split("/")[0]
         assert columns(node), name
         assert "partition_date" in columns(node), name
+        undescribed = [c.name for c in columns(node).values() if not c.description]
+        assert not undescribed, (name, undescribed)
         assert node.owners == [DEFAULT_OWNER], name  # the shipped sources declare no owners
         # The group box (and, zoomed in, the kind tag) tells cleaned/products,
         # features/products and metrics/products apart in the lineage, where all three nodes
@@ -219,7 +221,8 @@ def test_a_preview_leaves_out_what_could_carry_a_credential() -> None:
     frame = pd.DataFrame(
         {
             "product_id": ["1", "2", "3"],
-            "price": [9.5, None, 3.0],
+            "day": pd.to_datetime(["2024-06-01"] * 3),
+            "price": [9.5, None, 1 / 3],
             "stock": pd.array([1, None, 3], dtype="Int64"),
             "at": pd.to_datetime(["2024-06-01"] * 3, utc=True),
             "api_token": ["t1", "t2", "t3"],
@@ -229,12 +232,14 @@ def test_a_preview_leaves_out_what_could_carry_a_credential() -> None:
     preview = table_preview(frame, rows=2)
     assert [c.name for c in preview.schema.columns] == [
         "product_id",
+        "day",
         "price",
         "stock",
         "at",
         "record",
     ]
     assert [c.type for c in preview.schema.columns] == [
+        "string",
         "string",
         "float",
         "int",
@@ -243,11 +248,13 @@ def test_a_preview_leaves_out_what_could_carry_a_credential() -> None:
     ]
     first, second = (r.data for r in preview.records)
     assert first["price"] == 9.5 and second["price"] is None and second["stock"] is None
-    assert first["at"] == "2024-06-01T00:00:00+00:00"
+    assert first["at"] == "2024-06-01T00:00:00+00:00" and first["day"] == "2024-06-01"
+    assert first["stock"] == 1
     assert "hunter2" not in first["record"] and '"password": ***' in first["record"]
     assert len(first["record"]) <= 80
     assert preview_metadata(frame, {}) == {}
-    assert len(preview_metadata(frame, {"preview_rows": 5})["preview"].records) == 3
+    (*_, third) = preview_metadata(frame, {"preview_rows": 5})["preview"].records
+    assert third.data["price"] == 0.333333
 
 
 def test_cleaned_metrics_and_quarantine_materializations_carry_a_preview(

@@ -39,14 +39,18 @@ def _cell(value: Any) -> str | int | float | bool | None:
         return None
     if isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
-        if isinstance(value, float) and math.isnan(value):
-            return None
+    if isinstance(value, pd.Timestamp):
+        # A partition_date (a DATE in the warehouse) reads as a date, not as midnight.
+        if value.tzinfo is None and value == value.normalize():
+            return value.date().isoformat()
+        return value.isoformat()
+    if isinstance(value, int):
         return value
+    if isinstance(value, float):
+        # Enough digits to read, not the float noise of a computed mean.
+        return None if math.isnan(value) else round(float(value), 6)
     if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
         return _cell(value.item())
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
     text = mask_secrets(str(value))
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
