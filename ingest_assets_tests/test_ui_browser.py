@@ -24,7 +24,7 @@ from ingest_assets_tests.dagster_services import location_loaded, wait_until, we
 from ingest_assets_tests.pg import REPO_ROOT, in_ci, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-CHROMIUM = "/usr/bin/chromium"
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 60_000
 # The shipped sources, landing files and embedded warehouse, whatever the calling shell sets.
 CLEARED = ("INGEST_WAREHOUSE_URL", "INGEST_SOURCES_FILE", "INGEST_LANDING_DIR", "INGEST_EXECUTOR")
@@ -40,12 +40,20 @@ def artefact_dir() -> Path:
     return folder
 
 
+def chromium() -> str | None:
+    """``$INGEST_CHROMIUM`` if set, else Debian's chromium (or one on PATH); None: missing."""
+    configured = os.environ.get("INGEST_CHROMIUM")
+    if configured:
+        return configured if Path(configured).is_file() else None
+    return DEBIAN_CHROMIUM if Path(DEBIAN_CHROMIUM).is_file() else shutil.which("chromium")
+
+
 def browser_or_fail() -> str:
     """The chromium executable; a missing one (or missing Playwright) skips, or fails in CI."""
-    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    executable = chromium()
     problem = None
     if executable is None:
-        problem = "Debian's chromium is not installed (apt-get install -y chromium)"
+        problem = "chromium is not installed (apt-get install -y chromium)"
     else:
         try:
             import playwright.sync_api  # noqa: F401
@@ -56,6 +64,18 @@ def browser_or_fail() -> str:
     if in_ci():
         pytest.fail(f"{problem} (CI=true: the browser test must run, not skip)", pytrace=False)
     pytest.skip(problem)
+
+
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INGEST_CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="chromium is not installed"):
+        browser_or_fail()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        browser_or_fail()
 
 
 @dataclass
