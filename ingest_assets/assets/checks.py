@@ -14,8 +14,8 @@ Freshness of ``raw/<source>`` is a ``FreshnessPolicy`` on the asset (``freshness
 warns after ``freshness_warn_hours`` (sources.yaml) without a new materialization.
 
 Schema checks validate ``lazy=True`` and put the failure count per ``column: check``, the failing
-rows and a sample of failure cases (a table, with the rows' keys) into the check's metadata (the pudl
-pattern: schema → check factory). A failing blocking check stops everything downstream of
+rows and a sample of failure cases (a table, with the rows' keys) into the check's metadata (the
+pudl pattern: schema → check factory). A failing blocking check stops everything downstream of
 ``cleaned/`` in the same run; the other checks only report.
 """
 
