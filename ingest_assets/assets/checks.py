@@ -187,15 +187,17 @@ def _days(context: dg.AssetCheckExecutionContext) -> list[pd.Timestamp]:
     return [pd.Timestamp(day) for day in partition_days(context)]
 
 
-def conservation_check(source: SourceConfig) -> dg.AssetChecksDefinition:
+def conservation_check(
+    source: SourceConfig, quarantine: dg.AssetKey = QUARANTINE_KEY
+) -> dg.AssetChecksDefinition:
     """raw = valid + quarantined for one source, per partition date."""
 
     @dg.asset_check(
-        asset=QUARANTINE_KEY,
+        asset=quarantine,
         name=f"conservation_{source.name}",
         description=(
             f"Nothing of {source.name} is lost or doubled: each day, its raw records = its rows in "
-            f"cleaned/{source.dataset} + its rows in quarantine/records."
+            f"cleaned/{source.dataset} + its rows in {quarantine.to_user_string()}."
         ),
         partitions_def=daily_partitions,
         additional_ins={
@@ -243,11 +245,13 @@ def conservation_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     return _check
 
 
-def quarantine_rate_check(source: SourceConfig) -> dg.AssetChecksDefinition:
+def quarantine_rate_check(
+    source: SourceConfig, quarantine: dg.AssetKey = QUARANTINE_KEY
+) -> dg.AssetChecksDefinition:
     """Warn when most of a day's records of one source were quarantined, and say why."""
 
     @dg.asset_check(
-        asset=QUARANTINE_KEY,
+        asset=quarantine,
         name=f"quarantine_rate_{source.name}",
         description=(
             f"At most {MAX_QUARANTINE_SHARE:.0%} of a day's {source.name} records are quarantined; "
@@ -445,6 +449,18 @@ def build_quality_checks(
     checks = schema_checks(asset_keys)
     for source in sources:
         checks += [drift_check(source), row_count_check(source)]
-        if QUARANTINE_KEY in asset_keys and dg.AssetKey(["cleaned", source.dataset]) in asset_keys:
-            checks += [conservation_check(source), quarantine_rate_check(source)]
+        # A source's invalid records are in quarantine/<dataset> or, shared, quarantine/records.
+        quarantine = next(
+            (
+                key
+                for key in (dg.AssetKey(["quarantine", source.dataset]), QUARANTINE_KEY)
+                if key in asset_keys
+            ),
+            None,
+        )
+        if quarantine is not None and dg.AssetKey(["cleaned", source.dataset]) in asset_keys:
+            checks += [
+                conservation_check(source, quarantine),
+                quarantine_rate_check(source, quarantine),
+            ]
     return checks
