@@ -16,6 +16,7 @@ from ingest_assets.assets.metadata import (
     DEFAULT_OWNER,
     git_link_target,
     model_table_schema,
+    table_model,
     web_url,
     with_code_references,
 )
@@ -41,6 +42,13 @@ def columns(node) -> dict[str, dg.TableColumn]:
     schema = node.metadata["dagster/column_schema"]
     assert isinstance(schema, dg.TableSchema)
     return {c.name: c for c in schema.columns}
+
+
+def quarantine_tables(names) -> list[str]:
+    """The quarantine assets (one shared, or one per dataset), not the history."""
+    found = [n for n in names if n.startswith("quarantine/") and n != "quarantine/history"]
+    assert found
+    return found
 
 
 def test_every_table_asset_has_columns_owners_a_layer_kind_and_code_references(
@@ -97,7 +105,27 @@ def test_columns_come_from_the_pandera_model(quality_env: QualityEnv) -> None:
     assert "final_price_formula" in (
         nodes["features/products"].metadata["dagster/column_schema"].constraints.other
     )
-    assert set(columns(nodes["quarantine/records"])) >= {"record", "errors", "source"}
+    for name in quarantine_tables(nodes):
+        assert set(columns(nodes[name])) >= {"record", "errors", "source"}
+
+
+@pytest.mark.parametrize(
+    ("key", "model"),
+    [
+        ("cleaned/products", schemas.CleanedProducts),
+        ("features/weather", schemas.FeaturesWeather),
+        ("metrics/products", schemas.MetricsProducts),
+        ("metrics/ingestion", schemas.MetricsIngestion),
+        ("metrics/ingestion_weather", schemas.MetricsIngestion),
+        ("quarantine/records", schemas.QuarantineRecords),
+        ("quarantine/products", schemas.QuarantineRecords),
+        ("quarantine/history", schemas.QuarantineHistory),
+        ("raw/partner_feed", None),
+        ("cleaned/unknown", None),
+    ],
+)
+def test_the_model_of_a_table_follows_its_key(key: str, model) -> None:
+    assert table_model(dg.AssetKey(key.split("/"))) is model
 
 
 def test_a_model_field_description_is_the_column_description() -> None:
@@ -273,7 +301,9 @@ def test_cleaned_metrics_and_quarantine_materializations_carry_a_preview(
     assert shown <= set(zip(cleaned["source"], cleaned["product_id"], strict=True))
     assert {"price", "category", "title"} <= {c.name for c in preview.schema.columns}
     assert len(by_asset["metrics/products"]["preview"].records) == 5
-    quarantined = by_asset["quarantine/records"]["preview"]
-    assert quarantined.records and {"record", "errors"} <= set(quarantined.records[0].data)
+    shown = [by_asset[name]["preview"] for name in quarantine_tables(by_asset)]
+    assert any(p.records for p in shown)
+    for quarantined in shown:
+        assert {"record", "errors"} <= {c.name for c in quarantined.schema.columns}
     for name in ("raw/partner_feed", "features/products"):
         assert "preview" not in by_asset[name], name

@@ -49,7 +49,6 @@ _FEATURES_MODELS: dict[str, type[pa.DataFrameModel]] = {
 _METRICS_MODELS: dict[str, type[pa.DataFrameModel]] = {
     "products": schemas.MetricsProducts,
     "weather": schemas.MetricsWeather,
-    "ingestion": schemas.MetricsIngestion,
 }
 
 
@@ -57,7 +56,8 @@ def table_model(key: dg.AssetKey) -> type[pa.DataFrameModel] | None:
     """The Pandera model of the table stored for an asset key (None: raw tables, unknown keys).
 
     Quarantine tables share one model, whatever the second part of their key (``records``, or
-    one per dataset), except ``quarantine/history``.
+    one per dataset), except ``quarantine/history``; so do ingestion metrics (``ingestion``, or
+    ``ingestion_<dataset>``).
     """
     if len(key.path) != 2:
         return None
@@ -67,6 +67,8 @@ def table_model(key: dg.AssetKey) -> type[pa.DataFrameModel] | None:
     if layer == "features":
         return _FEATURES_MODELS.get(name)
     if layer == "metrics":
+        if name == "ingestion" or name.startswith("ingestion_"):
+            return schemas.MetricsIngestion
         return _METRICS_MODELS.get(name)
     if layer == "quarantine":
         return schemas.QuarantineHistory if name == "history" else schemas.QuarantineRecords
@@ -198,12 +200,16 @@ def raw_table_schema(source: SourceConfig) -> dg.TableSchema:
 
 
 def _sources_of(key: dg.AssetKey, sources: Sequence[SourceConfig]) -> list[SourceConfig]:
-    """The sources an asset's rows come from, read from its key."""
+    """The sources an asset's rows come from, read from its key: ``raw/<source>``,
+    ``<layer>/<dataset>`` or ``<layer>/<what>_<dataset>``; any other key, all of them."""
     layer, name = key.path[0], key.path[-1]
     if layer == "raw":
         return [s for s in sources if s.name == name]
-    feeding = [s for s in sources if s.dataset == name]
-    return feeding or list(sources)
+    for candidate in (name, name.rsplit("_", 1)[-1]):
+        feeding = [s for s in sources if s.dataset == candidate]
+        if feeding:
+            return feeding
+    return list(sources)
 
 
 def owners_of(key: dg.AssetKey, sources: Sequence[SourceConfig]) -> list[str]:
