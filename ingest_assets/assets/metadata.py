@@ -33,6 +33,7 @@ import pandera.pandas as pa
 
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality import schemas
+from ingest_assets.transforms.raw import SYSTEM_COLUMNS as RAW_SYSTEM_COLUMNS
 from ingest_assets.transforms.raw import column_name
 
 DEFAULT_OWNER = "team:data-platform"
@@ -137,38 +138,31 @@ def model_table_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
     return dg.TableSchema(columns=columns, constraints=dg.TableConstraints(other=table_rules))
 
 
-_RAW_SYSTEM_COLUMNS = (
-    dg.TableColumn(
-        "partition_date",
-        "date",
-        "The day (UTC) the record was fetched for.",
-        dg.TableColumnConstraints(nullable=False),
-    ),
-    dg.TableColumn(
-        "_run_id",
-        "text",
-        "The Dagster run that fetched it.",
-        dg.TableColumnConstraints(nullable=False),
-    ),
-    dg.TableColumn(
-        "_ingested_at",
-        "timestamp (UTC)",
-        "When the run fetched it.",
-        dg.TableColumnConstraints(nullable=False),
-    ),
-    dg.TableColumn(
-        "_record",
-        "json",
-        "The record exactly as fetched (what validation and replay read).",
-        dg.TableColumnConstraints(nullable=False),
-    ),
-    dg.TableColumn(
-        "_seq",
+# What the raw table's system columns (``transforms.raw.SYSTEM_COLUMNS``) hold.
+_RAW_SYSTEM = {
+    "partition_date": ("date", "The day (UTC) the record was fetched for."),
+    "_run_id": ("text", "The Dagster run that fetched it."),
+    "_ingested_at": ("timestamp (UTC)", "When the run fetched it."),
+    "_record": ("json", "The record exactly as fetched (what validation and replay read)."),
+    "_seq": (
         "bigint",
         "Arrival order within the day: which of two records with one key came first.",
-        dg.TableColumnConstraints(nullable=False),
     ),
-)
+    "_parse_error": ("text", "Why the record could not be stored as fetched; null when it could."),
+}
+
+
+_RAW_REQUIRED = ("partition_date", "_run_id", "_ingested_at", "_record", "_seq")
+
+
+def _raw_system_column(name: str) -> dg.TableColumn:
+    kind, description = _RAW_SYSTEM.get(name, ("text", "Added by the raw stage."))
+    return dg.TableColumn(
+        name,
+        kind,
+        description,
+        dg.TableColumnConstraints(nullable=name not in _RAW_REQUIRED),
+    )
 
 
 def raw_table_schema(source: SourceConfig) -> dg.TableSchema:
@@ -195,8 +189,10 @@ def raw_table_schema(source: SourceConfig) -> dg.TableSchema:
         if field in targets:
             description += f"; becomes {targets[field]} in cleaned/{source.dataset}"
         field_columns.append(dg.TableColumn(column_name(field), "text", description + "."))
-    system = list(_RAW_SYSTEM_COLUMNS)
-    return dg.TableSchema(columns=[system[0], *field_columns, *system[1:]])
+    system = [_raw_system_column(name) for name in RAW_SYSTEM_COLUMNS]
+    first = [c for c in system if c.name == "partition_date"]
+    rest = [c for c in system if c.name != "partition_date"]
+    return dg.TableSchema(columns=[*first, *field_columns, *rest])
 
 
 def _sources_of(key: dg.AssetKey, sources: Sequence[SourceConfig]) -> list[SourceConfig]:
