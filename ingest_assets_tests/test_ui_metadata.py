@@ -21,6 +21,7 @@ from ingest_assets.assets.metadata import (
     with_code_references,
 )
 from ingest_assets.quality import schemas
+from ingest_assets.transforms.raw import SYSTEM_COLUMNS as RAW_SYSTEM_COLUMNS
 from ingest_assets.warehouse.preview import preview_metadata, table_preview
 from ingest_assets_tests.quality_fixtures import (  # noqa: F401 - fixtures
     QualityEnv,
@@ -144,14 +145,10 @@ def test_raw_columns_are_the_system_columns_and_the_declared_fields(
     quality_env.use_sources(partner_feed=shipped("partner_feed"), open_meteo_weather=weather)
     nodes = asset_nodes(quality_env.definitions())
     partner = columns(nodes["raw/partner_feed"])
-    assert list(partner) == [
-        "partition_date",
-        *shipped("partner_feed")["fields"],
-        "_run_id",
-        "_ingested_at",
-        "_record",
-        "_seq",
-    ]
+    system = [c for c in RAW_SYSTEM_COLUMNS if c != "partition_date"]
+    assert list(partner) == ["partition_date", *shipped("partner_feed")["fields"], *system]
+    assert {"_run_id", "_ingested_at", "_record", "_seq"} <= set(system)
+    assert not partner["_record"].constraints.nullable
     assert partner["list_price"].type == "text"
     assert "number" in partner["list_price"].description
     assert "becomes price in cleaned/products" in partner["list_price"].description
