@@ -8,6 +8,7 @@ import dagster as dg
 
 from ingest_assets.assets.checks import build_quality_checks
 from ingest_assets.assets.datasets import build_dataset_assets
+from ingest_assets.assets.metadata import with_ui_metadata
 from ingest_assets.assets.raw import build_raw_asset
 from ingest_assets.assets.replay import build_history_asset, build_replay_job
 from ingest_assets.automation.alerts import alert_on_check_failure, alert_on_run_failure
@@ -35,6 +36,8 @@ def build_definitions(
         if feeding:
             assets += build_dataset_assets(dataset, feeding)
     assets.append(build_history_asset(sources.sources))
+    # Columns, owners, layer kinds, previews and code references, over whatever was built.
+    assets = with_ui_metadata(assets, sources.sources)
 
     jobs = build_jobs(sources.sources)
     jobs_by_name = {job.name: job for job in jobs}

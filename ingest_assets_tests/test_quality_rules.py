@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 import pytest
@@ -134,7 +135,15 @@ def test_a_schema_check_reports_counts_per_check_and_the_failing_rows() -> None:
     metadata = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
     assert metadata["failures_by_check"] == {"price: greater_than(0)": 1, "category: lower_case": 1}
     assert metadata["failing_rows"] == 1 and metadata["rows_checked"] == 2
-    assert "product_id=2" in metadata["sample"] and "-1.0" in metadata["sample"]
+    # The failing rows show as a table in the UI, one row per failure, with the row's key.
+    sample = result.metadata["sample"]
+    assert isinstance(sample, dg.TableMetadataValue)
+    assert [c.name for c in sample.schema.columns] == ["column", "check", "value", "row"]
+    rows = [record.data for record in sample.records]
+    assert {"column": "price", "check": "greater_than(0)", "value": "-1.0"}.items() <= next(
+        r for r in rows if r["column"] == "price"
+    ).items()
+    assert all(r["row"].endswith("product_id=2") for r in rows)
 
 
 def test_the_rules_are_listed_from_the_model() -> None:

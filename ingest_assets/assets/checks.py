@@ -15,8 +15,8 @@ Freshness of ``raw/<source>`` is a ``FreshnessPolicy`` on the asset (``freshness
 warns after ``freshness_warn_hours`` (sources.yaml) without a new materialization.
 
 Schema checks validate ``lazy=True`` and put the failure count per ``column: check``, the failing
-rows and a sample of failure cases (with the rows' keys) into the check's metadata (the pudl
-pattern: schema → check factory). A failing blocking check stops everything downstream of
+rows and a sample of failure cases (a table, with the rows' keys) into the check's metadata (the
+pudl pattern: schema → check factory). A failing blocking check stops everything downstream of
 ``cleaned/`` in the same run; the other checks only report.
 """
 
@@ -32,11 +32,12 @@ import pandera.errors
 import pandera.pandas as pa
 
 from ingest_assets.assets.common import daily_partitions, partition_days
-from ingest_assets.assets.datasets import ingestion_key, quarantine_key, top_reasons
+from ingest_assets.assets.datasets import quarantine_key, top_reasons
 from ingest_assets.assets.ingestion import latest_fetch_stats
+from ingest_assets.assets.metadata import table_model
 from ingest_assets.config import SourceConfig
-from ingest_assets.quality import schemas
 from ingest_assets.quality.drift import DriftReport, declared_fields
+from ingest_assets.warehouse.preview import mask_secrets
 
 SAMPLE_ROWS = 10
 # A day with more than this share of its records quarantined is worth a look.
@@ -46,13 +47,19 @@ MIN_ROW_COUNT_RATIO = 0.5
 TRAILING_DAYS = 7
 
 
-def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")[:120]
+def sample_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> dg.TableMetadataValue:
+    """Rows as a table in the UI (text cells, cut at 120 characters, secret values masked)."""
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    def cell(value: Any) -> str | None:
+        return None if value is None else mask_secrets(str(value))[:120]
+
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({name: cell(v) for name, v in zip(header, row, strict=True)})
+            for row in rows
+        ],
+        schema=dg.TableSchema(columns=[dg.TableColumn(name, "string") for name in header]),
+    )
 
 
 def _row_keys(df: pd.DataFrame, key: Sequence[str], index: Any) -> str:
@@ -64,8 +71,8 @@ def _row_keys(df: pd.DataFrame, key: Sequence[str], index: Any) -> str:
 
 def failure_summary(
     failure_cases: pd.DataFrame, df: pd.DataFrame, key: Sequence[str] = ()
-) -> tuple[dict[str, int], int, str]:
-    """Counts per ``column: check``, the number of failing rows, a markdown sample of cases."""
+) -> tuple[dict[str, int], int, dg.TableMetadataValue]:
+    """Counts per ``column: check``, the number of failing rows, a sample of cases as a table."""
     # A frame-wide check reports each failing row once per column: count it once per row.
     frame_wide = (failure_cases["schema_context"] == "DataFrameSchema") | failure_cases[
         "column"
@@ -79,7 +86,7 @@ def failure_summary(
     by_check = {f"{column}: {check}": int(n) for (column, check), n in counts.items()}
     failing_rows = int(cases["index"].dropna().nunique())
     key = [k for k in key if k in df.columns]
-    sample = _markdown_table(
+    sample = sample_table(
         ["column", "check", "value", "row"],
         (
             (r.column, r.check, r.failure_case, _row_keys(df, key, r.index))
@@ -107,7 +114,7 @@ def validate_frame(model: type[pa.DataFrameModel], df: pd.DataFrame) -> dg.Asset
                 "failing_rows": failing_rows,
                 "failures": sum(by_check.values()),
                 "failures_by_check": dg.MetadataValue.json(by_check),
-                "sample": dg.MetadataValue.md(sample),
+                "sample": sample,
             },
         )
     return dg.AssetCheckResult(
@@ -159,26 +166,11 @@ def schema_check(
 
 
 def schema_checks(asset_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
-    """``pandera_schema`` on every asset that has a model; blocking on ``cleaned/``."""
-    specs: list[tuple[list[str], type[pa.DataFrameModel], bool]] = [
-        (["features", "products"], schemas.FeaturesProducts, False),
-        (["metrics", "products"], schemas.MetricsProducts, False),
-        (["features", "weather"], schemas.FeaturesWeather, False),
-        (["metrics", "weather"], schemas.MetricsWeather, False),
-        (["quarantine", "history"], schemas.QuarantineHistory, False),
-    ]
-    for dataset in schemas.CLEANED_MODELS:
-        specs += [
-            (ingestion_key(dataset).path, schemas.MetricsIngestion, False),
-            (quarantine_key(dataset).path, schemas.QuarantineRecords, False),
-        ]
-    specs += [
-        (["cleaned", dataset], model, True) for dataset, model in schemas.CLEANED_MODELS.items()
-    ]
+    """``pandera_schema`` on every asset whose table has a model; blocking on ``cleaned/``."""
     return [
-        schema_check(key, model, blocking)
-        for key, model, blocking in specs
-        if dg.AssetKey(key) in asset_keys
+        schema_check(key.path, model, blocking=key.path[0] == "cleaned")
+        for key in sorted(asset_keys, key=lambda k: k.path)
+        if (model := table_model(key)) is not None
     ]
 
 
@@ -284,7 +276,7 @@ def quarantine_rate_check(source: SourceConfig) -> dg.AssetChecksDefinition:
         description = f"{len(mine)} of {total} {source.name} records quarantined"
         if reasons:
             description += " — " + ", ".join(f"{reason} ×{n}" for reason, n in reasons.items())
-        sample = _markdown_table(
+        sample = sample_table(
             ["record", "errors"],
             (
                 (r.record, "; ".join(e["message"] for e in json.loads(r.errors)))
@@ -301,7 +293,7 @@ def quarantine_rate_check(source: SourceConfig) -> dg.AssetChecksDefinition:
                 "share": round(len(mine) / total, 4) if total else 0.0,
                 "top_reasons": dg.MetadataValue.json(reasons),
                 "per_day": dg.MetadataValue.json(rates),
-                "sample": dg.MetadataValue.md(sample),
+                "sample": sample,
             },
         )
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ingest_assets.warehouse.common import TableRef, definition_list, partition_dates
+from ingest_assets.warehouse.preview import preview_metadata
 
 # Rows per chunk when a step reads a partition piece by piece.
 READ_CHUNK_ROWS = 50_000
@@ -157,6 +158,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
                 "dagster/row_count": obj.rows if streamed else len(obj),
                 "dagster/table_name": str(table),
                 "warehouse": self.warehouse,
+                **preview_metadata(obj, metadata),
             }
         )
 
