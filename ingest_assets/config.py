@@ -229,7 +229,12 @@ def _fan_out_names(options: Mapping[str, Any]) -> set[str]:
 def _shown(url: str) -> str:
     """A URL fit for an error message: no credentials, no query string."""
     url = re.split(r"[?#]", url, maxsplit=1)[0]
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@\s]*@", r"\1***@", url)
+    if "@" not in url:
+        return url
+    # Everything before the last "@" may be credentials, however malformed the rest is.
+    head, _, tail = url.rpartition("@")
+    scheme = _URL_SCHEME.match(head)
+    return f"{scheme.group(0) if scheme else ''}***@{tail}"
 
 
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")

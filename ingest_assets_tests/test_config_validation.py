@@ -158,11 +158,12 @@ def test_a_url_from_a_variable_set_only_at_run_time_is_not_judged_at_load(
     assert loader()
 
 
-def test_a_bad_url_message_keeps_credentials_and_query_out(tmp_path: Path) -> None:
-    text = REST.format(param="{date}", extra="").replace(
-        "http://127.0.0.1:1", "user:s3cret@api.example.com/v1?token=t0ken"
-    )
-    message = fails(tmp_path, text, "field 'base_url'", "has no scheme", "api.example.com/v1")
+@pytest.mark.parametrize(
+    "url", ["user:s3cret@api.example.com/v1?token=t0ken", "https//user:s3cret@api.example.com/v1"]
+)
+def test_a_bad_url_message_keeps_credentials_and_query_out(tmp_path: Path, url: str) -> None:
+    text = REST.format(param="{date}", extra="").replace("http://127.0.0.1:1", url)
+    message = fails(tmp_path, text, "field 'base_url'", "has no scheme", "***@api.example.com/v1")
     assert "s3cret" not in message and "t0ken" not in message
 
 
