@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 export INGEST_HOME ?= $(CURDIR)/.ingest
 export DAGSTER_HOME ?= $(INGEST_HOME)/dagster_home
 DEMO_PARTITION ?= 2024-06-01
+DEV_PORT ?= 3000
 
-.PHONY: install demo test dev bench worker lint format dagster-home clean
+.PHONY: install demo test dev dev-sandbox bench worker lint format dagster-home clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +19,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# DAGSTER_HOME holds the repo's dagster.yaml (PostgreSQL storage) only when DAGSTER_PG_URL is
-# set; otherwise Dagster's default SQLite storage in the same folder.
+# DAGSTER_HOME gets the repo's dagster.yaml: PostgreSQL storage when DAGSTER_PG_URL is set,
+# otherwise SQLite in DAGSTER_HOME (see ingest_assets/instance_storage.py).
 dagster-home:
 	@mkdir -p "$(DAGSTER_HOME)"
-	@if [ -n "$$DAGSTER_PG_URL" ]; then cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"; \
-	else printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"; fi
+	@cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 demo: install dagster-home
 	$(BIN)/python -m ingest_assets.demo --partition $(DEMO_PARTITION)
@@ -32,7 +32,11 @@ test: install
 	$(BIN)/python -m pytest
 
 dev: install dagster-home
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
+
+# `make dev` offline: the REST sources talk to the loopback sandbox API (INGEST_SANDBOX=1).
+dev-sandbox: export INGEST_SANDBOX := 1
+dev-sandbox: dev
 
 bench: install
 	$(BIN)/python benchmarks/run.py

@@ -164,6 +164,9 @@ _UniqueKeyLoader.add_constructor(
 
 
 _TEMPLATE_REF = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# The names every configured string may use: what ``FetchContext.template_values`` gives (a
+# test keeps the two equal). A ``fan_out`` item's fields come on top, per request.
+TEMPLATE_NAMES = ("date", "landing_dir")
 
 
 def render_template(text: str, values: Mapping[str, Any]) -> str:
@@ -198,6 +201,112 @@ def _format_error(path: Path, source: str | None, exc: ValidationError) -> str:
         where = f"source {source!r}, field {field!r}" if source else f"field {field!r}"
         lines.append(f"{path}: {where}: {err['msg']}")
     return "\n".join(lines)
+
+
+def _walk_strings(value: Any, where: str) -> list[tuple[str, str]]:
+    """Every string in a block of options, with its dotted field name (list items by index)."""
+    if isinstance(value, str):
+        return [(where, value)]
+    if isinstance(value, Mapping):
+        return [
+            p
+            for k, v in value.items()
+            for p in _walk_strings(v, f"{where}.{k}" if where else str(k))
+        ]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _walk_strings(v, f"{where}.{i}")]
+    return []
+
+
+def _fan_out_names(options: Mapping[str, Any]) -> set[str]:
+    """The fields every ``fan_out`` item has: a template may use them on every request."""
+    items = options.get("fan_out")
+    if not isinstance(items, list) or not items or not all(isinstance(i, Mapping) for i in items):
+        return set()
+    return set.intersection(*(set(item) for item in items))
+
+
+def _shown(url: str) -> str:
+    """A URL fit for an error message: no credentials, no query string."""
+    url = re.split(r"[?#]", url, maxsplit=1)[0]
+    if "@" not in url:
+        return url
+    # Everything before the last "@" may be credentials, however malformed the rest is.
+    head, _, tail = url.rpartition("@")
+    scheme = _URL_SCHEME.match(head)
+    return f"{scheme.group(0) if scheme else ''}***@{tail}"
+
+
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _url_problem(field: str, written: str) -> str | None:
+    """Why a URL field can never work (no ``scheme://``), or None.
+
+    Environment references are resolved with the environment of the load (defaults included);
+    a URL from a variable that is not set yet is checked when the connector runs.
+    """
+    try:
+        url = resolve_env(written)
+    except ConfigError:
+        return None
+    names = [m.group(1) for m in _ENV_REF.finditer(written) if os.environ.get(m.group(1))]
+    origin = f" (from {', '.join(names)})" if names else ""
+    match = _URL_SCHEME.match(url)
+    if match is None:
+        return (
+            f"{_shown(url)!r}{origin} has no scheme: write it as scheme://host/..., "
+            "e.g. https://api.example.com"
+        )
+    if field.rsplit(".", 1)[-1] == "base_url" and match.group(1).lower() not in ("http", "https"):
+        return f"{_shown(url)!r}{origin} must start with http:// or https://"
+    return None
+
+
+def _mappable_fields(dataset: str) -> list[str]:
+    """The dataset's fields a source can fill: the cleaned model's columns but those the
+    pipeline sets itself (partition_date, source and the _-prefixed run columns)."""
+    from ingest_assets.quality.schemas import CLEANED_MODELS
+
+    columns = CLEANED_MODELS[dataset].to_schema().columns
+    return [c for c in columns if c not in ("partition_date", "source") and not c.startswith("_")]
+
+
+def source_problems(source: SourceConfig) -> list[tuple[str, str]]:
+    """(field, problem) for what loads fine but can never work when the source runs.
+
+    Unknown ``{name}`` templates, mapping targets that are not fields of the dataset, a cron
+    Dagster does not accept, URLs without a scheme.
+    """
+    from dagster._utils.schedules import is_valid_cron_string
+
+    problems: list[tuple[str, str]] = []
+    known = {*TEMPLATE_NAMES, *_fan_out_names(source.options)}
+    for field, text in _walk_strings(source.options, ""):
+        if field == "fan_out" or field.startswith("fan_out."):
+            continue
+        unknown = sorted({m.group(1) for m in _TEMPLATE_REF.finditer(text)} - known)
+        if unknown:
+            names = ", ".join(f"{{{n}}}" for n in unknown)
+            allowed = ", ".join(f"{{{n}}}" for n in sorted(known))
+            problems.append((field, f"unknown template name {names}; known: {allowed}"))
+    for field, text in _walk_strings(source.options, ""):
+        last = field.rsplit(".", 1)[-1]
+        if last == "url" or last.endswith("_url"):
+            problem = _url_problem(field, text)
+            if problem:
+                problems.append((field, problem))
+    targets = _mappable_fields(source.dataset)
+    for target in source.mapping:
+        if target not in targets:
+            fields = ", ".join(targets)
+            problem = f"{target!r} is not a field of the {source.dataset} dataset ({fields})"
+            problems.append((f"mapping.{target}", problem))
+    if source.schedule is not None and not is_valid_cron_string(source.schedule):
+        example = "'15 0 * * *' (00:15 UTC every day)"
+        problem = f"{source.schedule!r} is not a cron schedule of five fields, e.g. {example}"
+        problems.append(("schedule", problem))
+    return problems
 
 
 def load_sources(path: str | Path | None = None) -> SourcesFile:
@@ -251,5 +360,10 @@ def load_sources(path: str | Path | None = None) -> SourcesFile:
             connector_class.Options.model_validate(source.options)
         except ValidationError as exc:
             raise ConfigError(_format_error(path, name, exc)) from exc
+        problems = source_problems(source)
+        if problems:
+            raise ConfigError(
+                "\n".join(f"{path}: source {name!r}, field {f!r}: {p}" for f, p in problems)
+            )
         sources.append(source)
     return SourcesFile(path=str(path), sources=tuple(sources))

@@ -17,6 +17,7 @@ from ingest_assets.automation.schedules import build_schedules
 from ingest_assets.automation.sensors import build_automation_sensor, build_landing_sensor
 from ingest_assets.config import DATASETS, SourcesFile, load_sources
 from ingest_assets.executors import build_executor
+from ingest_assets.sandbox.switch import use_sandbox_if_requested
 from ingest_assets.warehouse import build_io_manager
 
 # We use backfill policies and partitioned asset checks on purpose; their beta/preview notices
@@ -57,4 +58,6 @@ def build_definitions(
     )
 
 
+# INGEST_SANDBOX=1: the REST sources talk to a loopback sandbox API in this process (offline).
+use_sandbox_if_requested()
 defs = build_definitions()

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
-from ingest_assets.instance_storage import PostgresStorage, psycopg2_url
+from ingest_assets.instance_storage import InstanceStorage, psycopg2_url
 from ingest_assets.warehouse.postgres_io import PostgresPartitionedIOManager
 from ingest_assets_tests.pg import (  # noqa: F401  (pg_url_fixture registers pg_url)
     REPO_ROOT,
@@ -54,7 +54,7 @@ def test_psycopg2_url_picks_the_driver_dagster_postgres_needs() -> None:
 def test_the_repo_instance_config(dagster_home: Path) -> None:
     with dg.DagsterInstance.get() as instance:
         storage = instance.get_ref().storage_data
-        assert storage is not None and storage.class_name == PostgresStorage.__name__
+        assert storage is not None and storage.class_name == InstanceStorage.__name__
         # The URL stays an env reference in the serialized config: no password in run storage.
         assert (
             "DAGSTER_PG_URL" in storage.config_yaml and "postgresql://" not in storage.config_yaml

@@ -1,11 +1,14 @@
 """Run the sandbox until SIGINT/SIGTERM: ``python -m ingest_assets.sandbox --port 8765``.
 
+The port defaults to ``$INGEST_SANDBOX_PORT``, else 8765.
+
 Prints ``sandbox listening on http://HOST:PORT`` (flushed) once it accepts connections.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -22,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the DummyJSON / Open-Meteo sandbox API on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("INGEST_SANDBOX_PORT") or 8765),
+        help="port; 0 picks a free one (default: $INGEST_SANDBOX_PORT, else 8765)",
+    )
     parser.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500/503")
     parser.add_argument("--fail-first", type=int, default=0, help="first N per path answered 503")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
