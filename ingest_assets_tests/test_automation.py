@@ -186,7 +186,7 @@ def test_downstream_assets_follow_their_parents_automatically() -> None:
         if key.path[0] == "raw":
             assert condition is None, key
         else:
-            assert condition is not None and "eager" in condition.get_label().lower(), key
+            assert condition is not None and condition.get_label() == "day_follows_parents", key
 
 
 def test_a_fetched_day_pulls_its_downstream_once_every_parent_is_there(ingest_env: Path) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from ingest_assets.automation.conditions import day_follows_parents
+
 START_DATE = "2024-01-01"
 daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone="UTC")
 
@@ -55,13 +57,14 @@ def timed(fn: Callable[..., dg.Output]) -> Callable[..., dg.Output]:
 def derived_asset(**kwargs: Any) -> Callable[..., dg.AssetsDefinition]:
     """``dg.asset`` with what every asset downstream of raw/ shares.
 
-    Daily partitions, a backfill range in one run, and eager automation: an asset follows as
-    soon as its parents are updated (and none is missing or in progress).
+    Daily partitions, a backfill range in one run, and ``day_follows_parents`` automation:
+    every day in the look-back window follows its parents' updates (late, corrected, replayed
+    data), waiting for missing parents only until they are overdue.
     """
     shared: dict[str, Any] = {
         "kinds": {"python", "pandas"},
         "partitions_def": daily_partitions,
         "backfill_policy": dg.BackfillPolicy.single_run(),
-        "automation_condition": dg.AutomationCondition.eager(),
+        "automation_condition": day_follows_parents(),
     }
     return dg.asset(**{**shared, **kwargs})

@@ -66,13 +66,14 @@ def build_landing_sensor(
 
 
 def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
-    """Evaluates the downstream assets' eager conditions: when a schedule or a landing sensor
-    updates raw/<source>, cleaned/, features/ and metrics/ follow. On by default (Dagster's own
+    """Evaluates the downstream assets' ``day_follows_parents`` conditions: when a schedule or
+    a landing sensor updates a day of raw/<source>, that day of cleaned/, features/ and
+    metrics/ follows (see ``automation/conditions.py``). On by default (Dagster's own
     default automation sensor starts stopped), so turning on a schedule is all it takes."""
     return dg.AutomationConditionSensorDefinition(
         "ingest_automation",
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
-        description="Materializes downstream partitions once all their parents are updated.",
+        description="Materializes each day downstream of raw/ again when a parent of it is updated.",
     )
