@@ -26,8 +26,14 @@ async def fan_in(
         try:
             async for item in factory():
                 await queue.put(item)
-        finally:
+        except asyncio.CancelledError:
+            # The consumer has stopped and cancelled us: nobody reads the queue any more, and
+            # a put on a full queue would wait forever (the fetch hung when a page failed).
+            raise
+        except BaseException:
             await queue.put(_DONE)
+            raise
+        await queue.put(_DONE)
 
     tasks = [asyncio.create_task(run(f)) for f in factories]
     finished = 0
