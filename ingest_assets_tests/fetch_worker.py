@@ -5,7 +5,8 @@
 Prints ``page`` for every batch it receives. With ``--home`` the fetch resumes from (and keeps)
 the page checkpoints of that INGEST_HOME. With ``--stop-after N`` it stops dead after the N-th
 page, holding everything, until it is killed: a try killed in the middle, at a known point.
-``--out`` gets the fetched records as JSON.
+``--out`` gets the fetched records as JSON. With ``--wait`` it prints ``ready`` and starts
+fetching on a line from stdin.
 """
 
 import argparse
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--home")
     parser.add_argument("--stop-after", type=int, default=0)
     parser.add_argument("--out")
+    parser.add_argument("--wait", action="store_true", help="start on a line from stdin")
     args = parser.parse_args()
 
     source = SourceConfig.model_validate(json.loads(args.source_json))
@@ -42,6 +44,10 @@ def main() -> None:
 
     checkpoint = PageCheckpoint.for_fetch(args.home, source.name, day) if args.home else None
     ctx = FetchContext(partition_date=day, on_progress=progress, checkpoint=checkpoint)
+    if args.wait:
+        # Imports done: several workers started together begin fetching at the same moment.
+        print("ready", flush=True)
+        sys.stdin.readline()
     batches = collect(get_connector_class(source.connector)(source), ctx)
     if args.out:
         with open(args.out, "w") as out:

@@ -20,6 +20,8 @@ import httpx
 
 from ingest_assets.config import HttpSettings
 from ingest_assets.connectors.base import FetchStats
+from ingest_assets.connectors.checkpoint import PageCheckpoint
+from ingest_assets.connectors.ratelimit import rate_limiter
 
 # httpx logs every request URL at INFO, query string included: API keys in a query would reach
 # the logs. Our own messages name URLs through ``safe_url`` instead.
@@ -165,11 +167,16 @@ class ResilientClient:
         log: logging.Logger,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        checkpoint: PageCheckpoint | None = None,
+        rate_key: str | None = None,
     ) -> None:
         self.settings = settings
         self.stats = stats
         self.log = log
-        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.burst)
+        # issue 10: one budget per source (``rate_key``) across fetches, processes and runs.
+        self.limiter = rate_limiter(rate_key, settings.rate_limit_per_s, settings.burst)
+        self.checkpoint = checkpoint
         self.breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_s)
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
         self.client = httpx.AsyncClient(
@@ -185,13 +192,20 @@ class ResilientClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
+        await self.limiter.aclose()
 
     async def get_json(
         self, url: str, params: Mapping[str, Any] | None = None
     ) -> tuple[Any, httpx.Headers]:
         """GET a JSON document, retrying transient failures; returns (body, headers)."""
+        # issue 10, resume: a response an earlier try of this (source, day) got is not asked again.
+        if self.checkpoint is not None and (stored := self.checkpoint.load(url, params)):
+            return stored
         attempt = with_retries(self.settings, self.stats, self.log)(self._attempt)
-        return await attempt(url, params)
+        body, headers = await attempt(url, params)
+        if self.checkpoint is not None:
+            self.checkpoint.save(url, params, body, headers)
+        return body, headers
 
     async def _attempt(
         self, url: str, params: Mapping[str, Any] | None

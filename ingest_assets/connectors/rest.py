@@ -123,7 +123,14 @@ class RestConnector(Connector):
     async def fetch(self, ctx: FetchContext) -> AsyncIterator[Batch]:
         opts = self.options
         headers = self.resolved({**self.source.http.headers, **opts.headers}, ctx)
-        async with ResilientClient(self.source.http, ctx.stats, ctx.log, headers) as client:
+        async with ResilientClient(
+            self.source.http,
+            ctx.stats,
+            ctx.log,
+            headers,
+            checkpoint=ctx.checkpoint,
+            rate_key=self.source.name,
+        ) as client:
             items = opts.fan_out or [{}]
             producers = [
                 lambda item=item: self._one_request_set(client, ctx, item) for item in items
