@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,13 @@ def test_checkpoints_hold_no_secrets_and_key_requests_exactly(
     assert request_key("GET", url, {"a": 1, "b": 2}) == request_key("get", url, {"b": 2, "a": 1})
     assert request_key("GET", url, {"a": 1}) != request_key("GET", url, {"a": 2})
     assert request_key("GET", url, {"a": 1}) != request_key("GET", url + "/", {"a": 1})
+
+
+def test_old_checkpoints_are_not_resumed(sandbox: Sandbox, tmp_path: Path) -> None:
+    checkpoint = PageCheckpoint.for_fetch(tmp_path, "resumable", DAY)
+    fetch(products(sandbox.url), checkpoint)
+    assert PageCheckpoint.for_fetch(tmp_path, "resumable", DAY).pages() == PAGES
+    day_ago = time.time() - 24 * 3600
+    for path in checkpoint.folder.iterdir():
+        os.utime(path, (day_ago, day_ago))
+    assert PageCheckpoint.for_fetch(tmp_path, "resumable", DAY, max_age_s=3600).pages() == 0

@@ -20,12 +20,15 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+DEFAULT_MAX_AGE_S = 12 * 3600
 
 # Response headers that are, or may carry, credentials.
 _SECRET_HEADERS = frozenset(
@@ -51,10 +54,25 @@ class PageCheckpoint:
     stored: int = 0
 
     @classmethod
-    def for_fetch(cls, home: str | Path, source_name: str, day: str | Any) -> PageCheckpoint:
-        """The checkpoint of ``source_name`` for ``day`` (a date or its ISO text) in ``home``."""
+    def for_fetch(
+        cls,
+        home: str | Path,
+        source_name: str,
+        day: str | Any,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+    ) -> PageCheckpoint:
+        """The checkpoint of ``source_name`` for ``day`` (a date or its ISO text) in ``home``.
+
+        Pages stored more than ``max_age_s`` ago are dropped first: a retry minutes or hours
+        later resumes, but a day fetched again much later (its tries long given up) takes a
+        fresh snapshot instead of mixing old pages with new ones.
+        """
         day_text = day if isinstance(day, str) else day.isoformat()
-        return cls(Path(home) / "checkpoints" / source_name / day_text)
+        checkpoint = cls(Path(home) / "checkpoints" / source_name / day_text)
+        stored = [p.stat().st_mtime for p in checkpoint.folder.glob("*.json")]
+        if stored and time.time() - min(stored) > max_age_s:
+            checkpoint.clear()
+        return checkpoint
 
     def _path(self, method: str, url: str, params: Mapping[str, Any] | None) -> Path:
         return self.folder / f"{request_key(method, url, params)}.json"
