@@ -156,14 +156,15 @@ def test_two_fetches_in_one_process_share_its_budget(
     assert busiest_second(arrivals) <= LIMIT_PER_SECOND
 
 
-def test_a_budget_hands_out_slots_at_its_rate() -> None:
+def test_a_budget_lets_requests_through_at_its_rate_and_reserves_nothing() -> None:
     clock = [100.0]
     budget = LocalBudget(rate=10, burst=3, clock=lambda: clock[0])
-    # a burst of three goes at once, then one slot every 0.1 s, queued in order
-    waits = [round(budget.reserve(), 3) for _ in range(6)]
-    assert waits == [0.0, 0.0, 0.0, 0.1, 0.2, 0.3]
+    # a burst of three goes at once; the fourth is told to wait 0.1 s, however often it asks
+    assert [round(budget.take_now(), 3) for _ in range(5)] == [0.0, 0.0, 0.0, 0.1, 0.1]
+    clock[0] += 0.1
+    assert [round(budget.take_now(), 3) for _ in range(2)] == [0.0, 0.1]
     clock[0] += 10  # idle: the burst is back, no more
-    assert [round(budget.reserve(), 3) for _ in range(4)] == [0.0, 0.0, 0.0, 0.1]
+    assert [round(budget.take_now(), 3) for _ in range(4)] == [0.0, 0.0, 0.0, 0.1]
 
 
 def test_an_unreachable_redis_falls_back_to_the_process_budget(
@@ -171,13 +172,13 @@ def test_an_unreachable_redis_falls_back_to_the_process_budget(
 ) -> None:
     budget = RedisBudget("redis://:sekrit-pw@127.0.0.1:1/0", "src", rate=1000, burst=5)
 
-    async def three() -> None:
-        for _ in range(3):
-            await budget.acquire()
+    async def three() -> list[float]:
+        waits = [await budget.take() for _ in range(3)]
         await budget.aclose()
+        return waits
 
     with caplog.at_level(logging.WARNING, logger="ingest_assets"):
-        asyncio.run(three())
+        assert asyncio.run(three()) == [0.0, 0.0, 0.0]
     warnings = [r.getMessage() for r in caplog.records if "Redis unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "ingest:rate:src" in warnings[0]
     assert "sekrit-pw" not in caplog.text
