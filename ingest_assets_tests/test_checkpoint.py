@@ -168,3 +168,15 @@ def test_old_checkpoints_are_not_resumed(sandbox: Sandbox, tmp_path: Path) -> No
     for path in checkpoint.folder.iterdir():
         os.utime(path, (day_ago, day_ago))
     assert PageCheckpoint.for_fetch(tmp_path, "resumable", DAY, max_age_s=3600).pages() == 0
+    assert not checkpoint.folder.exists()
+
+
+def test_a_fetch_sweeps_old_checkpoints_of_other_days(sandbox: Sandbox, tmp_path: Path) -> None:
+    old = PageCheckpoint.for_fetch(tmp_path, "resumable", "2024-05-01")
+    fetch(products(sandbox.url), old)
+    for path in old.folder.iterdir():
+        os.utime(path, (time.time() - 24 * 3600,) * 2)
+    recent = PageCheckpoint.for_fetch(tmp_path, "resumable", "2024-05-02")
+    fetch(products(sandbox.url), recent)
+    PageCheckpoint.for_fetch(tmp_path, "resumable", DAY, max_age_s=3600)
+    assert not old.folder.exists() and recent.pages() == PAGES

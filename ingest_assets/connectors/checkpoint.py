@@ -68,11 +68,15 @@ class PageCheckpoint:
         fresh snapshot instead of mixing old pages with new ones.
         """
         day_text = day if isinstance(day, str) else day.isoformat()
-        checkpoint = cls(Path(home) / "checkpoints" / source_name / day_text)
-        stored = [p.stat().st_mtime for p in checkpoint.folder.glob("*.json")]
-        if stored and time.time() - min(stored) > max_age_s:
-            checkpoint.clear()
-        return checkpoint
+        source_folder = Path(home) / "checkpoints" / source_name
+        # Every day of the source, not only this one: a day never fetched again (or whose
+        # clear() was missed) does not keep its pages on disk for ever.
+        for folder in source_folder.glob("*"):
+            # An empty folder counts by its own time: another fetch may have just made it.
+            stored = [p.stat().st_mtime for p in folder.glob("*.json")] or [folder.stat().st_mtime]
+            if time.time() - min(stored) > max_age_s:
+                cls(folder).clear()
+        return cls(source_folder / day_text)
 
     def _path(self, method: str, url: str, params: Mapping[str, Any] | None) -> Path:
         return self.folder / f"{request_key(method, url, params)}.json"
