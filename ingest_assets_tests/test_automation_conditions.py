@@ -49,6 +49,7 @@ class StandIn:
         self.started = threading.Event()
         self.release = threading.Event()
         self.hold: str | None = None
+        self.broken: set[str] = set()
         with duckdb.connect(str(db)) as con:
             for table in (*RAW, "cleaned", "features"):
                 con.execute(f"CREATE TABLE {table} (day TEXT, source TEXT, version INT)")
@@ -76,6 +77,8 @@ class StandIn:
         )
         def cleaned(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             day = context.partition_key
+            if "cleaned" in self.broken:
+                raise RuntimeError("cleaned is broken")
             rows = [r for table in RAW for r in self._rows(table, day)]
             self._replace("cleaned", day, rows)
             present = {source for source, _ in rows}
@@ -115,7 +118,9 @@ class StandIn:
         self.landed[(source, day)] = version
         self.materialize(instance, [source], day)
 
-    def materialize(self, instance: dg.DagsterInstance, names: list[str], day: str) -> None:
+    def materialize(
+        self, instance: dg.DagsterInstance, names: list[str], day: str, succeed: bool = True
+    ) -> None:
         # Through the asset job, as the sensor, the UI and the CLI launch runs: the run then
         # records its asset selection, which tells a parent's update made by a run that also
         # materialized the child from one the child has not seen.
@@ -124,8 +129,9 @@ class StandIn:
             partition_key=day,
             instance=instance,
             run_config=QUIET,
+            raise_on_error=False,
         )
-        assert result.success
+        assert result.success == succeed
 
 
 class Ticks:
@@ -232,6 +238,19 @@ def test_a_run_of_the_whole_day_is_not_followed_by_a_second_one(
     world.materialize(ticks.instance, [*RAW, "cleaned", "features"], "2024-06-01")
     assert ticks.tick_and_run(at("2024-06-02", 1)) == {}
     assert ticks.tick_and_run(at("2024-06-03", 1)) == {}
+
+
+def test_a_day_that_failed_in_a_run_of_the_whole_day_is_requested_again(
+    world: StandIn, ticks: Ticks
+) -> None:
+    for source in RAW:
+        world.landed[(source, "2024-06-01")] = 1
+    world.broken = {"cleaned"}
+    world.materialize(ticks.instance, [*RAW, "cleaned", "features"], "2024-06-01", succeed=False)
+    world.broken = set()
+    assert ticks.tick_and_run(at("2024-06-02", 1)) == BOTH
+    assert world.table("features", "2024-06-01") == [("raw_api", 1), ("raw_file", 1)]
+    assert ticks.tick_and_run(at("2024-06-02", 2)) == {}
 
 
 def test_a_day_waits_while_a_parent_is_in_progress(world: StandIn, ticks: Ticks) -> None:

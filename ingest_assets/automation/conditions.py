@@ -74,10 +74,15 @@ def day_follows_parents(
         .with_label("a parent updated since the day was last requested")
     )
     # ...unless every parent's latest data came from a run that materialized this asset too
-    # (the whole pipeline for a day): that run has already followed it.
-    not_yet_followed = AC.any_deps_match(
-        ~AC.missing() & ~AC.executed_with_root_target()
-    ).with_label("a parent written by a run without this asset")
+    # (the whole pipeline for a day): that run has already followed it, unless the day failed
+    # or never got written in it (a parent failed, its step was skipped).
+    not_yet_followed = (
+        AC.any_deps_match(~AC.missing() & ~AC.executed_with_root_target()).with_label(
+            "a parent written by a run without this asset"
+        )
+        | AC.missing()
+        | AC.execution_failed()
+    ).with_label("not yet followed")
     parent_requested = AC.any_deps_match(AC.will_be_requested()).with_label(
         "a parent is requested on this tick"
     )
