@@ -180,3 +180,16 @@ def test_a_fetch_sweeps_old_checkpoints_of_other_days(sandbox: Sandbox, tmp_path
     fetch(products(sandbox.url), recent)
     PageCheckpoint.for_fetch(tmp_path, "resumable", DAY, max_age_s=3600)
     assert not old.folder.exists() and recent.pages() == PAGES
+
+
+def test_a_damaged_checkpoint_file_is_fetched_again(sandbox: Sandbox, tmp_path: Path) -> None:
+    checkpoint = PageCheckpoint.for_fetch(tmp_path, "resumable", DAY)
+    first = fetch(products(sandbox.url), checkpoint)
+    damaged = sorted(checkpoint.folder.iterdir())[0]
+    damaged.write_text('{"body": [1, 2')
+    sandbox.reset_stats()
+    again = PageCheckpoint.for_fetch(tmp_path, "resumable", DAY)
+    assert sorted(json.loads(fetch(products(sandbox.url), again)), key=str) == sorted(
+        json.loads(first), key=str
+    )
+    assert served(sandbox) == 1 and again.hits == PAGES - 1

@@ -85,12 +85,18 @@ class PageCheckpoint:
         self, url: str, params: Mapping[str, Any] | None = None, method: str = "GET"
     ) -> tuple[Any, httpx.Headers] | None:
         """The stored (body, headers) of a request, or None when it was not fetched yet."""
+        path = self._path(method, url, params)
         try:
-            stored = json.loads(self._path(method, url, params).read_bytes())
+            stored = json.loads(path.read_bytes())
+            body, headers = stored["body"], httpx.Headers(stored["headers"])
         except FileNotFoundError:
             return None
+        except (ValueError, KeyError, TypeError):
+            # Not one of ours, or damaged on disk: ask the API again rather than fail the fetch.
+            path.unlink(missing_ok=True)
+            return None
         self.hits += 1
-        return stored["body"], httpx.Headers(stored["headers"])
+        return body, headers
 
     def save(
         self,
