@@ -99,6 +99,7 @@ def test_a_failed_try_resumes_where_it_stopped(
     assert served(sandbox) == PAGES
 
 
+@pytest.mark.slow
 def test_a_killed_try_resumes_where_it_stopped(
     sandbox: Sandbox, uninterrupted: str, tmp_path: Path
 ) -> None:

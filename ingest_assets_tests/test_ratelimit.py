@@ -115,6 +115,7 @@ def worker_env(**extra: str) -> dict[str, Any]:
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 def test_two_processes_share_one_budget_through_redis(
     sandbox: Sandbox, arrivals: list[float]
 ) -> None:
@@ -125,6 +126,7 @@ def test_two_processes_share_one_budget_through_redis(
     assert busiest_second(arrivals) <= LIMIT_PER_SECOND
 
 
+@pytest.mark.slow
 def test_without_redis_each_process_has_its_own_budget(
     sandbox: Sandbox, arrivals: list[float]
 ) -> None:
