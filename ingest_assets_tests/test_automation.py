@@ -186,7 +186,7 @@ def test_downstream_assets_follow_their_parents_automatically() -> None:
         if key.path[0] == "raw":
             assert condition is None, key
         else:
-            assert condition is not None and "eager" in condition.get_label().lower(), key
+            assert condition is not None and condition.get_label() == "day_follows_parents", key
 
 
 def test_a_fetched_day_pulls_its_downstream_once_every_parent_is_there(ingest_env: Path) -> None:
@@ -210,3 +210,86 @@ def test_a_fetched_day_pulls_its_downstream_once_every_parent_is_there(ingest_en
     assert "cleaned/weather" in requested
     assert "cleaned/products" not in requested and "quarantine/products" not in requested
     assert result.get_num_requested(dg.AssetKey(["cleaned", "weather"])) == 1
+
+
+def _land(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DEFAULT_LANDING_DIR / "partner_feed" / "2024-06-01.csv", path)
+
+
+def _partner_sensor_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: str
+) -> dict[str, str]:
+    """The landing sensor's requests (partition → landing_file tag) with the partner feed's
+    path template replaced."""
+    shipped = (DEFAULT_LANDING_DIR.parent / "sources.yaml").read_text()
+    default = '"{landing_dir}/partner_feed/{date}.csv"'
+    assert default in shipped
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(shipped.replace(default, f'"{template}"'))
+    monkeypatch.setenv("INGEST_SOURCES_FILE", str(sources))
+    monkeypatch.setenv("INGEST_LANDING_DIR", str(tmp_path / "landing"))
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def("partner_feed_landing")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        requests = sensor.evaluate_tick(context).run_requests
+    keys = [r.partition_key for r in requests]
+    assert len(keys) == len(set(keys)), f"a day requested twice: {keys}"
+    assert len({r.run_key for r in requests}) == len(requests)
+    return {r.partition_key: r.tags["landing_file"] for r in requests}
+
+
+def test_landing_files_match_the_template_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _land(
+        tmp_path / "landing" / "partner_feed",
+        "2024-06-01.csv",
+        "2024-06-02.csv",
+        "2024-06-01 (copy).csv",
+        "old-2024-05-30.csv",
+        "2024-05-29.csv.bak",
+        "2024-02-30.csv",
+        "nested/2024-05-28.csv",
+    )
+    found = _partner_sensor_requests(tmp_path, monkeypatch, "{landing_dir}/partner_feed/{date}.csv")
+    assert found == {"2024-06-01": "2024-06-01.csv", "2024-06-02": "2024-06-02.csv"}
+
+
+def test_landing_files_with_the_day_in_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _land(
+        tmp_path / "landing" / "dated",
+        "2024-06-01/feed.csv",
+        "2024-06-02/feed.csv",
+        "2024-06-01/feed (copy).csv",
+        "old-2024-05-30/feed.csv",
+        "2024-05-29/sub/feed.csv",
+    )
+    # the same file size and time for every day: the day keeps their run keys apart
+    for path in (tmp_path / "landing").rglob("*.csv"):
+        os.utime(path, ns=(1, 1_700_000_000_000_000_000))
+    found = _partner_sensor_requests(tmp_path, monkeypatch, "{landing_dir}/dated/{date}/feed.csv")
+    assert found == {"2024-06-01": "2024-06-01/feed.csv", "2024-06-02": "2024-06-02/feed.csv"}
+
+
+def test_a_schedule_tick_before_the_first_partition_skips_with_a_reason() -> None:
+    defs = build_definitions()
+    schedule = defs.resolve_schedule_def("dummyjson_products_daily")
+    for when, expected in (
+        (dt.datetime(2024, 1, 1, 0, 15, tzinfo=dt.UTC), None),
+        (dt.datetime(2024, 1, 2, 0, 15, tzinfo=dt.UTC), "2024-01-01"),
+    ):
+        with dg.build_schedule_context(
+            scheduled_execution_time=when, repository_def=defs.get_repository_def()
+        ) as context:
+            data = schedule.evaluate_tick(context)
+        if expected is None:
+            assert data.run_requests == []
+            assert "2023-12-31 is before the first partition" in data.skip_message
+        else:
+            assert [r.partition_key for r in data.run_requests] == [expected]

@@ -9,6 +9,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from ingest_assets.automation.conditions import day_follows_parents
+
 START_DATE = "2024-01-01"
 daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone="UTC")
 
@@ -54,14 +56,15 @@ def timed(fn: Callable[..., dg.Output]) -> Callable[..., dg.Output]:
 
 def derived_automation_condition() -> dg.AutomationCondition:
     """When a partition downstream of raw/ is requested automatically."""
-    return dg.AutomationCondition.eager()
+    return day_follows_parents()
 
 
 def derived_asset(**kwargs: Any) -> Callable[..., dg.AssetsDefinition]:
     """``dg.asset`` with what every asset downstream of raw/ shares.
 
-    Daily partitions, a backfill range in one run, and eager automation: an asset follows as
-    soon as its parents are updated (and none is missing or in progress).
+    Daily partitions, a backfill range in one run, and ``day_follows_parents`` automation:
+    every day in the look-back window follows its parents' updates (late, corrected, replayed
+    data), waiting for missing parents only until they are overdue.
     """
     shared: dict[str, Any] = {
         "kinds": {"python", "pandas"},

@@ -20,10 +20,12 @@ from ingest_assets.assets.common import daily_partitions, now_utc, partition_day
 from ingest_assets.config import SourceConfig
 from ingest_assets.connectors import FetchContext, FetchStats, get_connector_class
 from ingest_assets.connectors.base import FetchError
+from ingest_assets.connectors.checkpoint import PageCheckpoint
 from ingest_assets.connectors.files import MissingFileError
 from ingest_assets.quality.drift import DriftReport, drift_from_profiles
 from ingest_assets.records.encode import RawEncoder
 from ingest_assets.records.stream import stream_into
+from ingest_assets.warehouse import ingest_home
 from ingest_assets.warehouse.base import PartitionedTableIOManager, StagedPartition
 from ingest_assets.warehouse.common import TableRef
 
@@ -108,8 +110,14 @@ def fetch_day(
     connector = get_connector_class(source.connector)(source)
     stats = FetchStats()
     started = time.perf_counter()
+    # Pages fetched by a failed try of this day are not fetched again; cleared once written.
+    checkpoint = PageCheckpoint.for_fetch(ingest_home(), source.name, day)
     ctx = FetchContext(
-        partition_date=day, stats=stats, log=context.log, on_progress=_Progress(context)
+        partition_date=day,
+        stats=stats,
+        log=context.log,
+        on_progress=_Progress(context),
+        checkpoint=checkpoint,
     )
     encoder = RawEncoder()
     table = TableRef("raw", source.name)
@@ -132,6 +140,7 @@ def fetch_day(
             # The message already names the source and the day (connectors.stream).
             raise DayFailure(day, str(exc), retryable=not exc.permanent) from None
         raise
+    checkpoint.clear()
     if rows != stats.records:
         # The invariant of the record path: every record handed over is a raw row.
         raise DayFailure(
@@ -145,6 +154,7 @@ def fetch_day(
         **stats.as_dict(),
         "records_fetched": rows,
         "parse_errors": encoder.parse_errors,
+        "resumed_pages": checkpoint.hits,
         "duration_s": round(time.perf_counter() - started, 3),
     }
     record_attempt(context, day, result)

@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from ingest_assets.assets.common import START_DATE
 from ingest_assets.automation.jobs import source_job_name
 from ingest_assets.config import SourceConfig
 
@@ -24,8 +25,13 @@ def build_source_schedule(
         execution_timezone="UTC",
         description=f"Fetch {source.name} for the previous day, at '{source.schedule}' UTC.",
     )
-    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         partition_key = previous_day(context.scheduled_execution_time)
+        if partition_key < START_DATE:
+            # The tick on the first day (or a backfilled tick before it) has no day to fetch.
+            return dg.SkipReason(
+                f"{partition_key} is before the first partition ({START_DATE}): nothing to fetch"
+            )
         return dg.RunRequest(run_key=f"{source.name}:{partition_key}", partition_key=partition_key)
 
     return _schedule

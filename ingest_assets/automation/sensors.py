@@ -1,6 +1,7 @@
 """Landing sensors: a file that lands for a day starts a run of its source for that day."""
 
 import datetime as dt
+import glob
 import re
 from pathlib import Path
 
@@ -11,23 +12,43 @@ from ingest_assets.assets.common import daily_partitions
 from ingest_assets.automation.jobs import source_job_name
 from ingest_assets.config import SourceConfig, landing_dir, render_template, resolve_env
 
-_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
+_DATE_TOKEN = "\x00date\x00"
+_DATE_GROUP = r"(?P<date>\d{4}-\d{2}-\d{2})"
+
+
+def landing_pattern(template: str) -> tuple[str, re.Pattern[str]]:
+    """The glob that finds a source's candidate files, and the regex a file must match in full.
+
+    ``{date}`` may stand anywhere in the path, folders included, and more than once (then every
+    occurrence is the same day). The glob only narrows the search; the regex decides, so
+    ``2024-06-01 (copy).csv`` or ``old-2024-05-30.csv`` never pass for ``{date}.csv``.
+    """
+    rendered = render_template(
+        resolve_env(template), {"landing_dir": str(landing_dir()), "date": _DATE_TOKEN}
+    )
+    literals = rendered.split(_DATE_TOKEN)
+    glob_pattern = "*".join(glob.escape(part) for part in literals)
+    regex = re.escape(literals[0])
+    for index, part in enumerate(literals[1:]):
+        regex += (_DATE_GROUP if index == 0 else "(?P=date)") + re.escape(part)
+    return glob_pattern, re.compile(regex)
 
 
 def landed_files(source: SourceConfig) -> list[tuple[str, Path]]:
     """(partition key, path) for every landed file matching the source's path template."""
-    template = resolve_env(str(source.options["path"]))
-    pattern = Path(render_template(template, {"landing_dir": str(landing_dir()), "date": "*"}))
+    glob_pattern, regex = landing_pattern(str(source.options["path"]))
+    if "date" not in regex.groupindex:
+        return []  # one fixed file is not a file per day: nothing to start per partition
     found = []
-    for path in sorted(pattern.parent.glob(pattern.name)):
-        match = _DATE.search(path.name)
-        if not match:
+    for name in sorted(glob.glob(glob_pattern)):
+        match = regex.fullmatch(name)
+        if not match or not Path(name).is_file():
             continue
         try:
-            day = dt.date.fromisoformat(match.group(1))
+            day = dt.date.fromisoformat(match.group("date"))
         except ValueError:
-            continue
-        found.append((day.isoformat(), path))
+            continue  # 2024-02-30 looks like a day and is not one
+        found.append((day.isoformat(), Path(name)))
     return found
 
 
@@ -50,12 +71,15 @@ def build_landing_sensor(
                 waiting.append(path.name)
                 continue
             stat = path.stat()
+            # With {date} in a folder every day's file has the same name: the day goes in front.
+            # (A dated file name stays the key alone, so files seen before keep their run keys.)
+            label = path.name if partition_key in path.name else f"{partition_key}/{path.name}"
             requests.append(
                 dg.RunRequest(
                     partition_key=partition_key,
                     # A changed file (new mtime or size) is a new run; the same file never twice.
-                    run_key=f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}",
-                    tags={"source": source.name, "landing_file": path.name},
+                    run_key=f"{label}:{stat.st_mtime_ns}:{stat.st_size}",
+                    tags={"source": source.name, "landing_file": label},
                 )
             )
         if waiting:
@@ -66,13 +90,14 @@ def build_landing_sensor(
 
 
 def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
-    """Evaluates the downstream assets' eager conditions: when a schedule or a landing sensor
-    updates raw/<source>, cleaned/, features/ and metrics/ follow. On by default (Dagster's own
+    """Evaluates the downstream assets' ``day_follows_parents`` conditions: when a schedule or
+    a landing sensor updates a day of raw/<source>, that day of cleaned/, features/ and
+    metrics/ follows (see ``automation/conditions.py``). On by default (Dagster's own
     default automation sensor starts stopped), so turning on a schedule is all it takes."""
     return dg.AutomationConditionSensorDefinition(
         "ingest_automation",
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
-        description="Materializes downstream partitions once all their parents are updated.",
+        description="Materializes each day downstream of raw/ again when a parent of it is updated.",
     )

@@ -8,11 +8,14 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from ingest_assets.config import ConfigError, SourceConfig, resolve_env
+
+if TYPE_CHECKING:
+    from ingest_assets.connectors.checkpoint import PageCheckpoint
 
 T = TypeVar("T")
 Record = dict[str, Any]
@@ -81,6 +84,8 @@ class FetchContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ingest_assets"))
     env: Mapping[str, str] | None = None
     on_progress: Callable[[str], None] | None = None
+    # Responses already fetched for this (source, day) by an earlier try; None: no resume.
+    checkpoint: PageCheckpoint | None = None
 
     def progress(self, message: str) -> None:
         if self.on_progress is not None:

@@ -23,6 +23,8 @@ import httpx
 
 from ingest_assets.config import HttpSettings
 from ingest_assets.connectors.base import FetchError, FetchStats, PermanentFetchError
+from ingest_assets.connectors.checkpoint import PageCheckpoint
+from ingest_assets.connectors.ratelimit import rate_limiter
 
 # httpx logs every request URL at INFO, query string included: API keys in a query would reach
 # the logs. Our own messages name URLs through ``safe_url`` instead.
@@ -194,6 +196,8 @@ class ResilientClient:
         *,
         origin: str | None = None,
         secret_headers: Collection[str] = (),
+        checkpoint: PageCheckpoint | None = None,
+        rate_key: str | None = None,
     ) -> None:
         self.settings = settings
         self.stats = stats
@@ -205,7 +209,9 @@ class ResilientClient:
         except httpx.InvalidURL:
             # Matches no URL: credentials go nowhere (the request then fails as an invalid URL).
             self.origin = ("", "", None)
-        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.burst)
+        # One budget per source (``rate_key``) across fetches, processes and runs.
+        self.limiter = rate_limiter(rate_key, settings.rate_limit_per_s, settings.burst)
+        self.checkpoint = checkpoint
         self.breaker = CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_reset_s)
         self.semaphore = asyncio.Semaphore(settings.max_concurrency)
         self.client = httpx.AsyncClient(
@@ -220,6 +226,7 @@ class ResilientClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
+        await self.limiter.aclose()
 
     def trusted(self, url: str | httpx.URL) -> bool:
         """Whether ``url`` is on the configured origin (where credentials may go)."""
@@ -237,8 +244,14 @@ class ResilientClient:
         self, url: str, params: Mapping[str, Any] | None = None
     ) -> tuple[Any, httpx.Headers]:
         """GET a JSON document, retrying transient failures; returns (body, headers)."""
+        # Resume: a response an earlier try of this (source, day) got is not asked again.
+        if self.checkpoint is not None and (stored := self.checkpoint.load(url, params)):
+            return stored
         attempt = with_retries(self.settings, self.stats, self.log)(self._attempt)
-        return await attempt(url, params)
+        body, headers = await attempt(url, params)
+        if self.checkpoint is not None:
+            self.checkpoint.save(url, params, body, headers)
+        return body, headers
 
     async def _send(self, url: str, params: Mapping[str, Any] | None) -> httpx.Response:
         # Merged here, not by httpx: given params, httpx drops a query the URL already has.

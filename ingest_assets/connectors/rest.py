@@ -218,6 +218,8 @@ class RestConnector(Connector):
             self.resolved(configured, ctx),
             origin=self.resolved(opts.base_url, ctx),
             secret_headers=secret,
+            checkpoint=ctx.checkpoint,
+            rate_key=self.source.name,
         ) as client:
             producers = [
                 lambda item=item: self._one_request_set(client, ctx, item)
