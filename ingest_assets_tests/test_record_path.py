@@ -36,6 +36,14 @@ PRODUCT = {
     "stock": 3,
 }
 
+# A JSON-lines products source reading {landing_dir}/feed/<day>.jsonl.
+FEED = {
+    "connector": "jsonl",
+    "dataset": "products",
+    "path": "{landing_dir}/feed/{date}.jsonl",
+    "mapping": {"product_id": "id", "discount_pct": "discountPercentage"},
+}
+
 
 class PagedCatalogue:
     """A loopback products API: limit/skip pages with a total; ``slow`` pages answer late, so
@@ -226,14 +234,7 @@ def test_hostile_values_are_quarantined_alike_on_both_warehouses(
     pg_url = request.getfixturevalue("pg_url") if warehouse == "postgres" else None
     if pg_url:
         quality_env.monkeypatch.setenv("INGEST_WAREHOUSE_URL", pg_url)
-    quality_env.use_sources(
-        feed={
-            "connector": "jsonl",
-            "dataset": "products",
-            "path": "{landing_dir}/feed/{date}.jsonl",
-            "mapping": {"product_id": "id", "discount_pct": "discountPercentage"},
-        }
-    )
+    quality_env.use_sources(feed=FEED)
     quality_env.land("feed", DAY, "\n".join(HOSTILE_LINES) + "\n", suffix="jsonl")
     result = quality_env.run(DAY, raise_on_error=False)
     raw_count = (
@@ -255,13 +256,7 @@ def test_number_grammar() -> None:
 
 
 def test_a_failed_fetch_leaves_the_old_partition(quality_env: QualityEnv) -> None:
-    block = {
-        "connector": "jsonl",
-        "dataset": "products",
-        "path": "{landing_dir}/feed/{date}.jsonl",
-        "mapping": {"product_id": "id", "discount_pct": "discountPercentage"},
-    }
-    quality_env.use_sources(feed=block)
+    quality_env.use_sources(feed=FEED)
     path = quality_env.land("feed", DAY, json.dumps({"id": 1, **PRODUCT}) + "\n", suffix="jsonl")
     quality_env.run(DAY)
     path.unlink()  # the day's file is gone: the next fetch fails
@@ -272,13 +267,7 @@ def test_a_failed_fetch_leaves_the_old_partition(quality_env: QualityEnv) -> Non
 
 
 def test_a_range_writes_every_good_day_and_names_the_bad_one(quality_env: QualityEnv) -> None:
-    block = {
-        "connector": "jsonl",
-        "dataset": "products",
-        "path": "{landing_dir}/feed/{date}.jsonl",
-        "mapping": {"product_id": "id", "discount_pct": "discountPercentage"},
-    }
-    quality_env.use_sources(feed=block)
+    quality_env.use_sources(feed=FEED)
     for day in ("2024-06-01", "2024-06-03"):
         quality_env.land("feed", day, json.dumps({"id": 1, **PRODUCT}) + "\n", suffix="jsonl")
     result = quality_env.run("2024-06-01", until="2024-06-03", raise_on_error=False)

@@ -21,7 +21,6 @@ No dagster here.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,26 +31,9 @@ import pandas as pd
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality.schemas import CLEANED_MODELS
 from ingest_assets.quality.validate import SYSTEM_COLUMNS, CoercionError, to_float, to_whole
-from ingest_assets.records.encode import FieldProfile
+from ingest_assets.records.encode import FieldProfile, value_kind
 
 _BOOLEAN_TEXT = {"true", "false"}
-
-
-def value_kind(value: Any) -> str | None:
-    """The wire type of a value; ``None`` for a missing one (null, NaN, blank text)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "integer" if value.is_integer() else "number"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return "string" if str(value).strip() else None
 
 
 def _parses(value: Any, parse: Any) -> bool:

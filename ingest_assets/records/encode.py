@@ -105,8 +105,9 @@ _NUMBER = re.compile(r"^\s*[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+
 _WHOLE = re.compile(r"^\s*[+-]?(?:0|[1-9][0-9]*)(?:\.0+)?\s*$")
 
 
-def _kind(value: Any) -> str | None:
-    if value is None:
+def value_kind(value: Any) -> str | None:
+    """The wire type of a value; ``None`` for a missing one (null, NaN, blank text)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, bool):
         return "boolean"
@@ -236,7 +237,7 @@ class RawEncoder:
         profile = self.profiles.setdefault(key, FieldProfile())
         kinds = profile.kinds
         for value in values:
-            kind = _kind(value)
+            kind = value_kind(value)
             if kind is None:
                 continue
             kinds[kind] = kinds.get(kind, 0) + 1
