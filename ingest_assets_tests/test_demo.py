@@ -61,7 +61,7 @@ def test_the_summary_of_a_failed_day_in_a_fresh_warehouse(tmp_path: Path) -> Non
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
     out = done.stdout
     assert "partition 2024-06-03: FAILED" in out
-    assert "raw__partner_feed: partner_feed: no file for partition 2024-06-03" in out
+    assert "raw__partner_feed: source partner_feed, day 2024-06-03: no file for partition" in out
     assert "raw.partner_feed             missing" in out
     assert "cleaned.products             missing" in out
     assert "Quarantined rows: quarantine.records is missing" in out

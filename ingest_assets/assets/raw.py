@@ -129,7 +129,7 @@ def fetch_day(
     except Exception as exc:
         outcome = {"outcome": "failed", **stats.as_dict()}
         record_attempt(context, day, outcome)
-        where = f"{source.name}, {day.isoformat()}"
+        where = f"source {source.name}, day {day.isoformat()}"
         if isinstance(exc, MissingFileError):
             raise DayFailure(
                 day,

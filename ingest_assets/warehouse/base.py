@@ -37,16 +37,23 @@ class FrameStream:
     them (counts, reasons) is added to the output's metadata by ``metadata()`` afterwards.
     """
 
+    # Rows kept from the first chunks, for the UI's preview of the output.
+    HEAD_ROWS = 10
+
     def __init__(
         self, chunks: Iterator[pd.DataFrame], metadata: Callable[[], dict[str, Any]] | None = None
     ) -> None:
         self.chunks = chunks
         self._metadata = metadata
         self.rows = 0
+        self.head: pd.DataFrame | None = None
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         for chunk in self.chunks:
             self.rows += len(chunk)
+            if self.head is None or len(self.head) < self.HEAD_ROWS:
+                part = chunk.head(self.HEAD_ROWS)
+                self.head = part if self.head is None else pd.concat([self.head, part])
             yield chunk
 
     def metadata(self) -> dict[str, Any]:
@@ -152,13 +159,14 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             scope_of(metadata),
         )
         streamed = isinstance(obj, FrameStream)
+        shown = obj.head if streamed else obj
         context.add_output_metadata(
             {
                 **(obj.metadata() if streamed else {}),
                 "dagster/row_count": obj.rows if streamed else len(obj),
                 "dagster/table_name": str(table),
                 "warehouse": self.warehouse,
-                **preview_metadata(obj, metadata),
+                **(preview_metadata(shown, metadata) if shown is not None else {}),
             }
         )
 

@@ -479,8 +479,8 @@ def _csv_options(existing: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def _frame(arrow: pa.Table | pa.RecordBatch) -> pd.DataFrame:
-    df = arrow_frame(arrow)
+def _frame(arrow: pa.Table | pa.RecordBatch, arrow_text: bool = False) -> pd.DataFrame:
+    df = arrow_frame(arrow) if arrow_text else arrow.to_pandas(date_as_object=False)
     for column in arrow.column_names:
         values = arrow.column(column)
         if values.null_count and values.type in _NULLABLE_DTYPES:
@@ -531,10 +531,10 @@ def read_batches(
             pending.append(batch)
             rows += batch.num_rows
             if rows >= chunk_rows:
-                yield _frame(pa.Table.from_batches(pending))
+                yield _frame(pa.Table.from_batches(pending), arrow_text=True)
                 pending, rows = [], 0
         if pending:
-            yield _frame(pa.Table.from_batches(pending))
+            yield _frame(pa.Table.from_batches(pending), arrow_text=True)
 
 
 class _CopyStage:
