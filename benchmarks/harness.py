@@ -150,7 +150,11 @@ def measure_process(
 
 def base_env(**extra: str) -> dict[str, str]:
     """This environment without any INGEST_/DAGSTER_/DLT settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_", "DLT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("INGEST_", "DAGSTER_", "DLT_")) or k == "INGEST_TEST_PG_URL"
+    }
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.update(extra)
     return env
