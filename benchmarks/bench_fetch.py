@@ -12,6 +12,7 @@ from __future__ import annotations
 from benchmarks.harness import (
     PARTITION,
     Result,
+    announce,
     base_env,
     measure_process,
     products_source,
@@ -28,6 +29,7 @@ PAGE_SIZE = 500
 LATENCY_S = 0.05
 THREADS = 64
 SOURCE = "fetch_products"
+NAMES = ("fetch_vs_threads",)
 
 
 def compare(selected: set[str]) -> list[Result]:
@@ -74,4 +76,4 @@ def compare(selected: set[str]) -> list[Result]:
         }
     except Exception as exc:  # recorded; the other comparisons still run
         result.error = f"{type(exc).__name__}: {exc}"[:3000]
-    return [result]
+    return [announce(result)]

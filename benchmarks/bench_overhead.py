@@ -12,29 +12,20 @@ Dagster's process start, definitions load, planning and event storage cost on a 
 
 from __future__ import annotations
 
-import dagster as dg
-
 from benchmarks.harness import (
     PARTITION,
     Result,
+    announce,
     dagster_env,
     materialize_command,
     measure_process,
     ratio,
     sandbox_process,
+    step_durations,
     workdir,
 )
 
-
-def step_seconds(dagster_home: str) -> tuple[float, int]:
-    """The summed duration of every successful step of the one run in ``dagster_home``."""
-    with dg.DagsterInstance.from_config(dagster_home) as instance:
-        runs = instance.get_runs()
-        if len(runs) != 1 or runs[0].status != dg.DagsterRunStatus.SUCCESS:
-            raise RuntimeError(f"expected one successful run, found {[r.status for r in runs]}")
-        events = instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
-        durations = [e.dagster_event.event_specific_data.duration_ms for e in events]
-    return sum(durations) / 1000, len(durations)
+NAMES = ("pipeline_overhead",)
 
 
 def compare(selected: set[str]) -> list[Result]:
@@ -45,11 +36,12 @@ def compare(selected: set[str]) -> list[Result]:
         with sandbox_process() as api, workdir("bench_overhead") as tmp:
             env = dagster_env(tmp, DUMMYJSON_BASE_URL=api, OPEN_METEO_BASE_URL=api)
             run = measure_process(materialize_command("*", PARTITION), env, cwd=tmp)
-            steps, count = step_seconds(env["DAGSTER_HOME"])
+            steps = step_durations(env["DAGSTER_HOME"])
+        inside = sum(steps.values())
         result.ours = round(run.seconds, 2)
-        result.baseline = round(steps, 2)
-        result.ratio = ratio(run.seconds, steps)
-        result.detail = {"steps": count, "partition": PARTITION}
+        result.baseline = round(inside, 2)
+        result.ratio = ratio(run.seconds, inside)
+        result.detail = {"partition": PARTITION, "steps": steps}
     except Exception as exc:  # recorded; the other comparisons still run
         result.error = f"{type(exc).__name__}: {exc}"[:3000]
-    return [result]
+    return [announce(result)]

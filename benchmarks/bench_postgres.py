@@ -42,6 +42,7 @@ from benchmarks.harness import (  # noqa: E402
     PYTHON,
     REPO,
     Result,
+    announce,
     base_env,
     measure_process,
     ratio,
@@ -210,7 +211,7 @@ def compare(selected: set[str]) -> list[Result]:
     except Exception as exc:  # recorded per row; the other modules still run
         for result in results.values():
             result.error = f"{type(exc).__name__}: {exc}"[:3000]
-        return [results[n] for n in wanted]
+        return [announce(results[n]) for n in wanted]
     pairs = {
         "load_vs_psql_copy": ("io_new", "psql_new"),
         "replace_vs_psql_copy": ("io_replace", "psql_replace"),
@@ -228,7 +229,7 @@ def compare(selected: set[str]) -> list[Result]:
         }
         if theirs == "to_sql":
             result.detail["ours_rows"] = rows
-    return [results[n] for n in wanted]
+    return [announce(results[n]) for n in wanted]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,19 @@ class Result:
         return out
 
 
+def announce(result: Result) -> Result:
+    """One line as soon as a comparison is done: a full run takes a while."""
+    if result.error:
+        state = "ERROR " + result.error.strip().splitlines()[-1][:200]
+    else:
+        state = (
+            f"ours {result.ours:,} vs {result.baseline:,} {result.unit}: ratio {result.ratio} "
+            f"(target {result.target})"
+        )
+    print(f"  {result.name}: {state}", flush=True)
+    return result
+
+
 def ratio(ours: float, baseline: float) -> float:
     """``ours / baseline`` rounded for reading; inf when the baseline took no measurable time."""
     return round(ours / baseline, 3) if baseline else math.inf
@@ -146,6 +159,21 @@ def measure_process(
     if done.returncode != 0:
         raise StepFailed(f"{Path(command[0]).name} exited {done.returncode}: {tail[-2500:]}")
     return Measured(seconds, int(match.group(1)) * 1024 if match else None, stdout, tail)
+
+
+def step_durations(dagster_home: str | Path) -> dict[str, float]:
+    """Seconds of every successful step of the one run stored in ``dagster_home``."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = instance.get_runs()
+        if len(runs) != 1 or runs[0].status != dg.DagsterRunStatus.SUCCESS:
+            raise RuntimeError(f"expected one successful run, found {[r.status for r in runs]}")
+        events = instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+        return {
+            e.step_key: round(e.dagster_event.event_specific_data.duration_ms / 1000, 2)
+            for e in events
+        }
 
 
 def base_env(**extra: str) -> dict[str, str]:

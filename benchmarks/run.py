@@ -123,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: list[Result] = []
     for module in MODULES:
-        for result in module.compare(selected):
-            results.append(result)
-            state = "error" if result.error else f"ratio {_number(result.ratio)}"
-            print(f"  {result.name}: {state}", flush=True)
+        names = [n for n in module.NAMES if n in selected]
+        if names:
+            print(f"{module.__name__.rsplit('.', 1)[-1]}: {', '.join(names)}", flush=True)
+            results += module.compare(selected)
     results.sort(key=lambda r: ORDER.index(r.name))
 
     print()
