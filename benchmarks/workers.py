@@ -142,7 +142,19 @@ def pandas_processing(url: str, table: str, partition: str) -> dict[str, Any]:
     import pyarrow.csv as pacsv
 
     started = time.perf_counter()
-    columns = ", ".join(RAW_TYPES)
+    schema, name = table.split(".")
+    with psycopg.connect(url) as conn:
+        found = [
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s",
+                (schema, name),
+            )
+        ]
+    # The raw table's text column of each field, whatever its casing (discountPercentage).
+    by_letters = {"".join(ch for ch in c.lower() if ch.isalnum()): c for c in found}
+    columns = ", ".join(f'"{by_letters[field]}" AS {field}' for field in RAW_TYPES)
     buffer = io.BytesIO()
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         query = (
