@@ -97,8 +97,10 @@ def announce(result: Result) -> Result:
 
 
 def ratio(ours: float, baseline: float) -> float:
-    """``ours / baseline`` rounded for reading; inf when the baseline took no measurable time."""
-    return round(ours / baseline, 3) if baseline else math.inf
+    """``ours / baseline``, rounded for reading."""
+    if not baseline or not math.isfinite(ours / baseline):
+        raise ValueError(f"no ratio: ours {ours}, baseline {baseline}")
+    return round(ours / baseline, 3)
 
 
 # --------------------------------------------------------------------------------------------
