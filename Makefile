@@ -38,7 +38,13 @@ dev: install dagster-home
 dev-sandbox: export INGEST_SANDBOX := 1
 dev-sandbox: dev
 
-bench: install
+# The peers (dlt, ...) live in the optional `bench` extra, installed only for this target.
+# Sizes: BENCH_RECORDS (default 1000000) or BENCH_SCALE (e.g. 0.01); BENCH_ONLY=name,name.
+$(VENV)/.bench-stamp: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-stamp
 	$(BIN)/python benchmarks/run.py
 
 # The worker needs the same broker as the runs (INGEST_CELERY_BROKER) and the same

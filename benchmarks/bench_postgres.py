@@ -1,55 +1,65 @@
-"""PostgreSQL write throughput: the IO manager against ``psql \\copy`` and pandas ``to_sql``.
+"""PostgreSQL writes: the IO manager against ``psql \\copy`` and pandas ``to_sql``.
 
-    python benchmarks/bench_postgres.py [--rows 1000000] [--to-sql-rows 100000] [--url URL]
+    python benchmarks/bench_postgres.py [--rows 1000000] [--to-sql-rows 100000] [--json]
 
 ``psql \\copy`` of the same rows as a CSV file is the practical limit (no Python, no
 conversion); pandas ``to_sql`` is what people write by hand. Every load goes into an identical
-table (same columns, primary key and indexes), in a temporary database dropped afterwards.
-``--url`` (default ``$INGEST_TEST_PG_URL`` or ``postgresql://postgres@127.0.0.1:5432/postgres``)
-names a server and a role allowed to create databases.
+table (the IO manager's own: same columns, primary key and indexes), in a throw-away database.
+The IO manager comes from ``ingest_assets.warehouse.build_io_manager``, as Dagster uses it.
+
+- ``load_vs_psql_copy``: a new partition (empty table), rows/s;
+- ``replace_vs_psql_copy``: the same rows over the existing partition, against DELETE +
+  ``\\copy`` in one transaction;
+- ``load_vs_to_sql``: a new partition against pandas ``to_sql`` (on a tenth of the rows: it is
+  slow; rows/s compared).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
-import os
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import pyarrow.csv as pacsv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from ingest_assets.warehouse.common import logical_types  # noqa: E402
-from ingest_assets.warehouse.postgres_io import (  # noqa: E402
-    PG_TYPES,
-    PostgresPartitionedIOManager,
-    conninfo,
-    redact_url,
-    to_arrow,
+from benchmarks.harness import (  # noqa: E402
+    FULL_RECORDS,
+    PYTHON,
+    REPO,
+    Result,
+    announce,
+    base_env,
+    measure_process,
+    ratio,
+    scaled,
+    temp_database,
 )
+from ingest_assets.warehouse import build_io_manager  # noqa: E402
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PARTITION = "2024-01-01"
 PRIMARY_KEY = ["partition_date", "source", "product_id"]
 CATEGORIES = ["beauty", "fragrances", "furniture", "groceries", "laptops", "smartphones"]
 BRANDS = ["Essence", "Glamour Beauty", "Velvet Touch", "Chic Cosmetics", None]
+NAMES = ("load_vs_psql_copy", "replace_vs_psql_copy", "load_vs_to_sql")
 
 
 def products_frame(rows: int, seed: int = 0) -> pd.DataFrame:
-    """A day of a products-like table: dates, timestamptz, text, double, bigint, bool."""
+    """A day of ``features.products``-like rows: date, timestamptz, text, double, bigint, bool."""
     rng = np.random.default_rng(seed)
     ids = np.arange(rows)
     price = rng.uniform(1, 2000, rows).round(2)
@@ -70,7 +80,6 @@ def products_frame(rows: int, seed: int = 0) -> pd.DataFrame:
             "rating": rating,
             "stock": stock,
             "in_stock": stock > 0,
-            "released_on": pd.Timestamp("2020-01-01") + pd.to_timedelta(ids % 1500, unit="D"),
             "_run_id": str(uuid.uuid4()),
             "_ingested_at": pd.Timestamp.now(tz="UTC")
             + pd.to_timedelta(ids % 86_400_000, unit="ms"),
@@ -78,24 +87,8 @@ def products_frame(rows: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
-@contextlib.contextmanager
-def temp_database(admin_url: str) -> Iterator[str]:
-    """A fresh database on the server of ``admin_url``; yields its URL, drops it afterwards."""
-    name = f"ingest_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(conninfo(admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = conninfo(admin_url).partition("?")
-    url = base.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        yield url
-    finally:
-        with psycopg.connect(conninfo(admin_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def checkpoint(url: str) -> None:
     """Flush dirty pages first, so one load does not pay for the previous one's checkpoint."""
-    # PostgreSQL 15 allows it to superusers and pg_checkpoint only; else timings get noisier.
     with (
         psycopg.connect(url, autocommit=True) as conn,
         contextlib.suppress(psycopg.errors.InsufficientPrivilege),
@@ -118,7 +111,7 @@ def io_manager_write(url: str, df: pd.DataFrame, table: str) -> None:
         asset_partitions_def=dg.DailyPartitionsDefinition(start_date="2024-01-01"),
         definition_metadata={"primary_key": PRIMARY_KEY},
     )
-    PostgresPartitionedIOManager(url=url).handle_output(context, df)
+    build_io_manager(url).handle_output(context, df)
 
 
 def clone_table(url: str, name: str) -> None:
@@ -128,35 +121,33 @@ def clone_table(url: str, name: str) -> None:
         conn.execute(f"CREATE TABLE bench.{name} (LIKE bench.template INCLUDING ALL)")
 
 
+def write_csv(url: str, df: pd.DataFrame, path: Path) -> None:
+    """The rows as CSV in the column order and types of the IO manager's table."""
+    with psycopg.connect(url) as conn:
+        columns = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'bench' AND table_name = 'template' ORDER BY ordinal_position"
+        ).fetchall()
+    arrays = {}
+    for name, sql_type in columns:
+        array = pa.array(df[name], from_pandas=True)
+        if sql_type == "date":
+            array = array.cast(pa.timestamp("us")).cast(pa.date32())
+        elif sql_type.startswith("timestamp"):
+            array = array.cast(pa.timestamp("us", tz="UTC" if "with time" in sql_type else None))
+        arrays[name] = array
+    pacsv.write_csv(pa.table(arrays), str(path), pacsv.WriteOptions(include_header=False))
+
+
 def psql_copy(url: str, csv_path: Path, table: str, replace: bool) -> None:
     """``psql \\copy`` of the CSV file; with ``replace``, after deleting the partition, in one
     transaction (what the IO manager does when a partition is re-materialized)."""
-    # The CSV holds timestamptz values as UTC wall-clock time, as the IO manager sends them.
-    command = [
-        "psql",
-        url,
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-c",
-        "SET TIME ZONE 'UTC'",
-        "-c",
-        "BEGIN",
-    ]
+    command = ["psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-c", "SET TIME ZONE 'UTC'"]
+    command += ["-c", "BEGIN"]
     if replace:
         command += ["-c", f"DELETE FROM bench.{table} WHERE partition_date = '{PARTITION}'"]
     command += ["-c", f"\\copy bench.{table} FROM '{csv_path}' WITH (FORMAT csv)", "-c", "COMMIT"]
     subprocess.run(command, check=True)
-
-
-def to_csv_copy(url: str, df: pd.DataFrame, table: str) -> None:
-    """The common hand-written fast path: ``DataFrame.to_csv`` into ``COPY``."""
-    text = io.StringIO()
-    df.to_csv(text, index=False, header=False)
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY bench.{table} FROM STDIN (FORMAT csv)") as copy:
-            copy.write(text.getvalue())
-        conn.commit()
 
 
 def to_sql(url: str, df: pd.DataFrame, table: str) -> None:
@@ -170,61 +161,90 @@ def to_sql(url: str, df: pd.DataFrame, table: str) -> None:
         engine.dispose()
 
 
-def measure(url: str, df: pd.DataFrame, sample: pd.DataFrame, folder: Path) -> dict[str, float]:
-    """Seconds per write path (new partition = into an empty table; replace = over the same rows)."""
+def measure(url: str, rows: int, to_sql_rows: int) -> dict[str, float]:
+    """Rows per second of every write path, side by side on one database."""
+    if not shutil.which("psql"):
+        raise RuntimeError("psql not found: no \\copy baseline")
+    df = products_frame(rows)
+    sample = df.head(to_sql_rows).copy()
     io_manager_write(url, df.head(1), "template")  # the IO manager's table, for the clones
-    csv_path = folder / "products.csv"
-    types = {c: PG_TYPES[t] for c, t in logical_types(df).items()}
-    pacsv.write_csv(to_arrow(df, types), str(csv_path), pacsv.WriteOptions(include_header=False))
-    has_psql = shutil.which("psql") is not None
-    seconds: dict[str, float] = {}
-    for name in ("io", "psql", "to_csv", "to_sql"):
-        clone_table(url, name)
-    seconds["IO manager, new partition"] = timed(url, lambda: io_manager_write(url, df, "io"))
-    seconds["IO manager, replace partition"] = timed(url, lambda: io_manager_write(url, df, "io"))
-    if has_psql:
-        seconds[NEW_BASELINE] = timed(url, lambda: psql_copy(url, csv_path, "psql", False))
-        seconds[REPLACE_BASELINE] = timed(url, lambda: psql_copy(url, csv_path, "psql", True))
-    seconds["pandas to_csv into COPY"] = timed(url, lambda: to_csv_copy(url, df, "to_csv"))
-    seconds["pandas to_sql"] = timed(url, lambda: to_sql(url, sample, "to_sql"))
-    return seconds
+    with tempfile.TemporaryDirectory() as folder:
+        csv_path = Path(folder) / "products.csv"
+        write_csv(url, df, csv_path)
+        for name in ("io", "psql", "to_sql"):
+            clone_table(url, name)
+        seconds = {
+            "io_new": timed(url, lambda: io_manager_write(url, df, "io")),
+            "io_replace": timed(url, lambda: io_manager_write(url, df, "io")),
+            "psql_new": timed(url, lambda: psql_copy(url, csv_path, "psql", False)),
+            "psql_replace": timed(url, lambda: psql_copy(url, csv_path, "psql", True)),
+            "to_sql": timed(url, lambda: to_sql(url, sample, "to_sql")),
+        }
+    counts = {k: (to_sql_rows if k == "to_sql" else rows) for k in seconds}
+    with psycopg.connect(url) as conn:
+        for table, expected in (("io", rows), ("psql", rows), ("to_sql", to_sql_rows)):
+            found = conn.execute(f"SELECT count(*) FROM bench.{table}").fetchone()[0]
+            if found != expected:
+                raise RuntimeError(f"bench.{table} holds {found} rows, expected {expected}")
+    return {
+        **{f"{k}_rows_per_s": counts[k] / s for k, s in seconds.items()},
+        **{f"{k}_s": s for k, s in seconds.items()},
+    }
 
 
-NEW_BASELINE = "psql \\copy, new partition"
-REPLACE_BASELINE = "psql DELETE + \\copy, replace"
+def compare(selected: set[str]) -> list[Result]:
+    """The three write comparisons, measured in one worker process."""
+    wanted = [n for n in NAMES if n in selected]
+    if not wanted:
+        return []
+    rows = scaled(FULL_RECORDS, 1000)
+    to_sql_rows = max(500, rows // 10)
+    results = {
+        "load_vs_psql_copy": Result("load_vs_psql_copy", "rows/s", ">= 0.9"),
+        "replace_vs_psql_copy": Result("replace_vs_psql_copy", "rows/s", ">= 0.9"),
+        "load_vs_to_sql": Result("load_vs_to_sql", "rows/s", ">= 10"),
+    }
+    try:
+        command = [PYTHON, str(Path(__file__).resolve()), "--json", "--rows", str(rows)]
+        command += ["--to-sql-rows", str(to_sql_rows)]
+        rate = measure_process(command, base_env(), cwd=REPO).last_json
+    except Exception as exc:  # recorded per row; the other modules still run
+        for result in results.values():
+            result.error = f"{type(exc).__name__}: {exc}"[:3000]
+        return [announce(results[n]) for n in wanted]
+    pairs = {
+        "load_vs_psql_copy": ("io_new", "psql_new"),
+        "replace_vs_psql_copy": ("io_replace", "psql_replace"),
+        "load_vs_to_sql": ("io_new", "to_sql"),
+    }
+    for name, (ours, theirs) in pairs.items():
+        result = results[name]
+        result.ours = round(rate[f"{ours}_rows_per_s"])
+        result.baseline = round(rate[f"{theirs}_rows_per_s"])
+        result.ratio = ratio(rate[f"{ours}_rows_per_s"], rate[f"{theirs}_rows_per_s"])
+        result.detail = {
+            "rows": to_sql_rows if theirs == "to_sql" else rows,
+            "ours_s": round(rate[f"{ours}_s"], 2),
+            "baseline_s": round(rate[f"{theirs}_s"], 2),
+        }
+        if theirs == "to_sql":
+            result.detail["ours_rows"] = rows
+    return [announce(results[n]) for n in wanted]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--to-sql-rows", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=1, help="report the best of N rounds")
-    parser.add_argument("--url", default=os.environ.get("INGEST_TEST_PG_URL") or DEFAULT_URL)
+    parser.add_argument("--rows", type=int, default=FULL_RECORDS)
+    parser.add_argument("--to-sql-rows", type=int, default=FULL_RECORDS // 10)
+    parser.add_argument("--json", action="store_true", help="print the rates as one JSON line")
     args = parser.parse_args(argv)
-
-    print(f"generating {args.rows:,} product rows; server {redact_url(args.url)}", flush=True)
-    df = products_frame(args.rows)
-    sample = df.head(args.to_sql_rows).copy()
-    best: dict[str, float] = {}
-    with temp_database(args.url) as url, tempfile.TemporaryDirectory() as folder:
-        for round_ in range(1, args.repeat + 1):
-            for label, value in measure(url, df, sample, Path(folder)).items():
-                best[label] = min(value, best.get(label, value))
-                print(f"  round {round_}: {label:<34} {value:6.2f} s", flush=True)
-
-    rows = {label: len(sample) if label == "pandas to_sql" else len(df) for label in best}
-    rate = {label: rows[label] / best[label] for label in best}
-    header = ("write path", "rows", "seconds", "rows/s", "vs \\copy")
-    print("\n{:<34} {:>10} {:>8} {:>10} {:>9}".format(*header))
-    for label in best:
-        # A replace is compared with psql doing the same replace; everything else with \copy.
-        baseline = rate.get(REPLACE_BASELINE if "replace" in label else NEW_BASELINE)
-        ratio = f"{rate[label] / baseline:.2f}x" if baseline else "n/a"
-        print(
-            f"{label:<34} {rows[label]:>10,} {best[label]:>8.2f} {rate[label]:>10,.0f} {ratio:>9}"
-        )
-    if NEW_BASELINE not in best:
-        print("(psql not found: no \\copy baseline)")
+    with temp_database() as url:
+        rate = measure(url, args.rows, args.to_sql_rows)
+    if args.json:
+        print(json.dumps(rate))
+    else:
+        for key, value in rate.items():
+            print(f"{key:<28} {value:>14,.2f}")
     return 0
 
 

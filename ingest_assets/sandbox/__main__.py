@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--malformed-rate", type=float, default=0.0, help="fraction answered with truncated JSON"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random faults")
+    parser.add_argument(
+        "--generated", type=int, default=None, help="serve N generated products (benchmarks)"
+    )
+    parser.add_argument("--generated-seed", type=int, default=0, help="seed of those products")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
 
@@ -73,7 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
-    sandbox = Sandbox(port=args.port, faults=faults, host=args.host, verbose=args.verbose)
+    sandbox = Sandbox(
+        port=args.port,
+        faults=faults,
+        host=args.host,
+        generated=args.generated,
+        generated_seed=args.generated_seed,
+        verbose=args.verbose,
+    )
     try:
         sandbox.start()
     except OSError as exc:

@@ -31,11 +31,13 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from ingest_assets.sandbox.generated import GeneratedCatalogue
 
 __all__ = ["Faults", "Sandbox", "load_products", "weather_archive"]
 
@@ -186,7 +188,9 @@ def _select_fields(query: Mapping[str, list[str]]) -> list[str] | None:
     return [n for n in names if n]
 
 
-def products_page(products: list[dict[str, Any]], query: Mapping[str, list[str]]) -> dict[str, Any]:
+def products_page(
+    products: Sequence[dict[str, Any]], query: Mapping[str, list[str]]
+) -> dict[str, Any]:
     """Answer ``GET /products`` like dummyjson.com.
 
     ``limit`` defaults to 30, ``0`` means "all", and it is capped at the catalogue size; as on
@@ -496,7 +500,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
         truncate: bool = False,
     ) -> None:
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if isinstance(body, bytes):  # already encoded (a generated catalogue's page)
+            payload = body
+        else:
+            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         if truncate:
             payload = payload[: max(1, len(payload) // 2)]
         if path is not None:  # counted before answering, so a client never sees stale stats
@@ -582,6 +589,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, path: str, query: Mapping[str, list[str]]) -> tuple[int, Any]:
         products = self.server.sandbox.products
         if path == "/products":
+            if isinstance(products, GeneratedCatalogue) and not query.get("select"):
+                limit = _int_param(query, "limit", DEFAULT_LIMIT)
+                return 200, products.page_json(_int_param(query, "skip", 0), limit)
             return 200, products_page(products, query)
         if path.startswith("/products/") and path.count("/") == 2:
             raw_id = path.rsplit("/", 1)[1]
@@ -589,6 +599,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 product_id = int(raw_id)
             except ValueError:
                 raise BadRequest(f"Invalid product id '{raw_id}'") from None
+            if isinstance(products, GeneratedCatalogue):
+                found = products.by_id(product_id)
+                if found is not None:
+                    return 200, _select(found, _select_fields(query))
+                return 404, {"message": f"Product with id '{raw_id}' not found"}
             for product in products:
                 if product.get("id") == product_id:
                     return 200, _select(product, _select_fields(query))
@@ -615,6 +630,8 @@ class Sandbox:
         *,
         host: str = "127.0.0.1",
         products_file: str | Path | None = None,
+        generated: int | None = None,
+        generated_seed: int = 0,
         verbose: bool = False,
     ) -> None:
         """Prepare (but do not start) a sandbox.
@@ -624,12 +641,19 @@ class Sandbox:
             faults: faults to inject; none by default.
             host: interface to bind; loopback by default.
             products_file: an alternative product catalogue (JSON list or ``{"products": []}``).
+            generated: serve a generated catalogue of this many products instead (the packaged
+                ones repeated with new ids, see :mod:`ingest_assets.sandbox.generated`).
+            generated_seed: seed of the generated catalogue's values.
             verbose: log one line per request to stderr.
         """
         self.host = host
         self._requested_port = port
         self.verbose = verbose
-        self.products = load_products(products_file)
+        self.products: Sequence[dict[str, Any]] = (
+            load_products(products_file)
+            if generated is None
+            else GeneratedCatalogue(generated, generated_seed)
+        )
         self._fault_state = _FaultState(faults or Faults())
         self._stats = _Stats()
         self._server: _Server | None = None
