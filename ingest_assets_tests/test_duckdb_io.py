@@ -87,7 +87,7 @@ def test_new_columns_are_added_and_conflicts_are_named(tmp_path: Path) -> None:
         write_frame(con, TABLE, frame(D1, [1]), day(D1))
         write_frame(con, TABLE, frame(D2, [2], colour=["red"]), day(D2))
         loaded = read_frame(con, TABLE, None).sort_values("id")
-        assert loaded["colour"].tolist()[0] is None and loaded["colour"].tolist()[1] == "red"
+        assert pd.isna(loaded["colour"].tolist()[0]) and loaded["colour"].tolist()[1] == "red"
         with pytest.raises(
             WarehouseError, match=r"cleaned.things: column 'at' is TIMESTAMPTZ .* VARCHAR"
         ):

@@ -37,7 +37,7 @@ def add_final_price(df: pd.DataFrame) -> pd.DataFrame:
 def add_price_scaling(df: pd.DataFrame) -> pd.DataFrame:
     grouped = df.groupby(PARTITION_GROUP)["price"]
     low, high = grouped.transform("min"), grouped.transform("max")
-    mean, std = grouped.transform("mean"), grouped.transform(lambda s: s.std(ddof=0))
+    mean, std = grouped.transform("mean"), grouped.transform("std", ddof=0)
     span = high - low
     return df.assign(
         price_norm=((df["price"] - low) / span.where(span > 0)).fillna(0.0).astype(float),

@@ -124,9 +124,19 @@ def definition_list(metadata: Mapping[str, object] | None, key: str) -> list[str
     return [str(v) for v in value]  # type: ignore[union-attr]
 
 
+def text_types_mapper(arrow_type: object) -> object:
+    """Read text as Arrow-backed strings: a day of millions of rows holds its text in Arrow
+    buffers (bytes), not as one Python object per value (about 50 bytes more each)."""
+    import pyarrow as pa
+
+    if arrow_type in (pa.string(), pa.large_string()):
+        return pd.StringDtype("pyarrow")
+    return None
+
+
 def normalize_loaded(df: pd.DataFrame) -> pd.DataFrame:
     """Give frames read back from any warehouse the same dtypes the assets wrote."""
-    out = df.copy()
+    out = df
     for column in out.columns:
         dtype = out[column].dtype
         if isinstance(dtype, pd.DatetimeTZDtype):
@@ -220,3 +230,37 @@ def arrow_frame(table: object) -> pd.DataFrame:
         column = table.column(name).cast(pa.string())
         frame[name] = pd.Series(pd.arrays.ArrowExtensionArray(column), index=frame.index)
     return frame[names]
+
+
+def loaded_frame(arrow: object, keep_record_arrow: bool = False) -> pd.DataFrame:
+    """An Arrow table read from a warehouse as the frame every reader hands back.
+
+    Text is Arrow-backed (``text_types_mapper``); whole numbers are ``Int64`` and boolean
+    columns holding NULLs ``boolean``; with ``keep_record_arrow``, ``ARROW_TEXT_COLUMNS`` stay
+    Arrow strings as chunked reads keep them (see ``arrow_frame``). Each Arrow column is released
+    once converted, so a read holds about one copy of the table, not two.
+    """
+    import pyarrow as pa
+
+    if isinstance(arrow, pa.RecordBatch):
+        arrow = pa.Table.from_batches([arrow])
+    if keep_record_arrow:
+        return normalize_loaded(arrow_frame(arrow))
+    names = list(arrow.column_names)
+    special = {
+        name: arrow.column(name).to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+        for name in names
+        if arrow.column(name).type == pa.bool_() and arrow.column(name).null_count
+    }
+    rest = arrow.drop_columns(list(special))
+    del arrow
+    df = rest.to_pandas(
+        date_as_object=False,
+        types_mapper=lambda t: pd.Int64Dtype() if t == pa.int64() else text_types_mapper(t),
+        split_blocks=True,
+        self_destruct=True,
+    )
+    del rest
+    for name, values in special.items():
+        df[name] = values.array
+    return normalize_loaded(df[names])

@@ -25,11 +25,10 @@ from ingest_assets.warehouse.base import (
 from ingest_assets.warehouse.common import (
     TableRef,
     WarehouseError,
-    arrow_frame,
     check_partition_column,
     check_scope,
+    loaded_frame,
     logical_types,
-    normalize_loaded,
     quote_ident,
     require_readable,
     row_filter,
@@ -53,7 +52,7 @@ _WIDENS = {
     ("DOUBLE", "VARCHAR"),
 }
 _LOCK_ATTEMPTS = 40
-DUCKDB_MEMORY = "512MB"
+DUCKDB_MEMORY = "256MB"
 
 
 @contextmanager
@@ -164,7 +163,8 @@ def read_frame(
     require_readable(table, _existing_columns(con, table), columns)
     selected = ", ".join(quote_ident(c) for c in columns) if columns else "*"
     where, params = row_filter(bounds, scope)
-    return normalize_loaded(con.execute(f"SELECT {selected} FROM {table.sql}{where}", params).df())
+    arrow = con.sql(f"SELECT {selected} FROM {table.sql}{where}", params=params).to_arrow_table()
+    return loaded_frame(arrow)
 
 
 def _existing_columns(con: duckdb.DuckDBPyConnection, table: TableRef) -> dict[str, str]:
@@ -257,7 +257,7 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
                 params=params,
             ).to_arrow_reader(chunk_rows)
             for batch in reader:
-                yield normalize_loaded(arrow_frame(batch))
+                yield loaded_frame(batch, keep_record_arrow=True)
 
 
 # Staged rows are written to a Parquet file once this many bytes are buffered.

@@ -46,11 +46,10 @@ from ingest_assets.warehouse.common import (
     PARTITION_COLUMN,
     TableRef,
     WarehouseError,
-    arrow_frame,
     check_partition_column,
     check_scope,
+    loaded_frame,
     logical_types,
-    normalize_loaded,
     quote_ident,
     redact_url,
     require_readable,
@@ -94,9 +93,6 @@ _ARROW_TYPES = {
     "bigint": pa.int64(),
     "boolean": pa.bool_(),
 }
-# What DuckDB's ``.df()`` gives for integer/boolean columns holding NULLs; without NULLs the
-# plain numpy dtypes are kept, as DuckDB does.
-_NULLABLE_DTYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 _CSV_BATCH_ROWS = 50_000
 # One lock for all schema changes: concurrent "CREATE SCHEMA/TABLE IF NOT EXISTS" race otherwise.
 _DDL_LOCK = 0x696E67657374  # "ingest"
@@ -480,12 +476,7 @@ def _csv_options(existing: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _frame(arrow: pa.Table | pa.RecordBatch, arrow_text: bool = False) -> pd.DataFrame:
-    df = arrow_frame(arrow) if arrow_text else arrow.to_pandas(date_as_object=False)
-    for column in arrow.column_names:
-        values = arrow.column(column)
-        if values.null_count and values.type in _NULLABLE_DTYPES:
-            df[column] = values.to_pandas(types_mapper=_NULLABLE_DTYPES.get)
-    return normalize_loaded(df)
+    return loaded_frame(arrow, keep_record_arrow=arrow_text)
 
 
 def read_batches(
