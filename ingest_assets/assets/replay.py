@@ -2,12 +2,13 @@
 
 How it works, and why this way
 ------------------------------
-``cleaned/<dataset>`` and ``quarantine/records`` are never edited in place: both are derived
-from ``raw/<source>`` (which keeps every record's original JSON in ``_record``) by the one split
-of ``quality.validate``, and the IO manager replaces whole partitions. So "replaying" a
+``cleaned/<dataset>`` and ``quarantine/<dataset>`` (the dataset's rows of the table
+``quarantine.records``) are never edited in place: both are outputs of the dataset's one split
+(``<dataset>_split``, ``records.split``) of ``raw/<source>`` (which keeps every record's JSON in
+``_record``), and the IO manager replaces whole partitions. So "replaying" a
 partition means deriving it again with the rules and mappings of today's code:
 
-    raw/* (not fetched again) ──> quarantine/records + cleaned/* ──> features/* ──> metrics/*
+    raw/* (not fetched again) ──> quarantine/* + cleaned/* ──> features/* ──> metrics/*
                                                └──> quarantine/history (what left quarantine)
 
 The job ``replay_quarantine`` materializes everything downstream of ``raw/`` for the partition
@@ -17,8 +18,8 @@ come from the same raw rows in the same run, raw = valid + quarantined holds by 
 (the ``conservation_<source>`` checks verify it), so a record is never lost nor present twice.
 A second replay, or a normal re-run of the pipeline for that day, derives the same rows again:
 idempotent, and nothing is "resurrected" twice. Every dataset of a partition is re-derived, not
-only the chosen source's: ``quarantine/records`` holds every source of a day, and keeping it
-and ``cleaned/*`` from different rule versions would break conservation.
+only the chosen source's: a dataset's split covers all of its sources, and keeping its
+quarantine and ``cleaned/*`` from different rule versions would break conservation.
 
 What moved is recorded in ``quarantine/history`` (``quality.history``): one row per record ever
 quarantined in a partition, with ``status`` ``quarantined``, ``replayed`` (with ``replay_run_id``
@@ -212,7 +213,7 @@ def build_replay_job(sources: Sequence[SourceConfig]) -> UnresolvedAssetJobDefin
         selection=raw.downstream() - raw,
         description=(
             "Re-validate quarantined records against today's rules and mappings: re-derive "
-            "quarantine/records, cleaned/, features/, metrics/ and quarantine/history from the "
+            "quarantine/<dataset>, cleaned/, features/, metrics/ and quarantine/history from the "
             "stored raw records of the chosen partitions (nothing is fetched). Config: source, "
             "the one to report on (optional)."
         ),
