@@ -15,51 +15,20 @@ Types are wire types (``string``, ``integer``, ``number``, ``boolean``, ``object
 ``any``). CSV and XML carry text only, so a text value counts as a number, an integer or a
 boolean when the record split would read it as one (``" 12.0 "`` is an integer, ``"5.5"`` is
 not). Fields starting with ``_`` are the connector's own notes (parse errors) and never drift.
-No dagster here.
+The raw stage profiles each field while it encodes the records (``records.encode``); the
+verdict is taken from those profiles, once. No dagster here.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality.schemas import CLEANED_MODELS
-from ingest_assets.quality.validate import SYSTEM_COLUMNS, CoercionError, to_float, to_whole
-from ingest_assets.records.encode import FieldProfile, value_kind
-
-_BOOLEAN_TEXT = {"true", "false"}
-
-
-def _parses(value: Any, parse: Any) -> bool:
-    try:
-        parse(value)
-    except CoercionError:
-        return False
-    return True
-
-
-def conforms(declared: str, value: Any) -> bool:
-    """Whether a non-missing value is of the declared type (text read as the split reads it)."""
-    kind = value_kind(value)
-    if declared in ("any", kind):
-        return True
-    if declared == "number" and kind == "integer":
-        return True
-    if kind != "string":
-        return False
-    if declared == "number":
-        return _parses(value, to_float)
-    if declared == "integer":
-        return _parses(value, to_whole)
-    if declared == "boolean":
-        return str(value).strip().lower() in _BOOLEAN_TEXT
-    return False
+from ingest_assets.quality.validate import SYSTEM_COLUMNS
+from ingest_assets.records.encode import FieldProfile, RawEncoder
 
 
 def declared_fields(source: SourceConfig) -> tuple[dict[str, str], bool]:
@@ -125,54 +94,6 @@ class DriftReport:
         return "; ".join(parts)
 
 
-def detect_drift(
-    records: Iterable[Mapping[str, Any]],
-    declared: Mapping[str, str],
-    complete_declaration: bool,
-    required: Iterable[str] = (),
-) -> DriftReport:
-    """Compare the records of one partition with the declared fields."""
-    kinds: dict[str, Counter[str]] = {}
-    nonconforming: Counter[str] = Counter()
-    examples: dict[str, Any] = {}
-    count = 0
-    for record in records:
-        count += 1
-        for name, value in record.items():
-            if name.startswith("_"):
-                continue
-            kind = value_kind(value)
-            kinds.setdefault(name, Counter())
-            if kind is None:
-                continue
-            kinds[name][kind] += 1
-            if name in declared and not conforms(declared[name], value):
-                nonconforming[name] += 1
-                examples.setdefault(name, value)
-
-    report = DriftReport(
-        records=count, declared=dict(declared), complete_declaration=complete_declaration
-    )
-    report.observed = {name: dict(counter) for name, counter in sorted(kinds.items())}
-    if not count:
-        return report
-    if complete_declaration:
-        report.new_fields = sorted(set(kinds) - set(declared))
-    report.missing_fields = sorted(set(declared) - set(kinds))
-    report.missing_required = sorted(set(report.missing_fields) & set(required))
-    for name, bad in sorted(nonconforming.items()):
-        seen = sum(kinds[name].values())
-        if bad * 2 > seen:
-            report.type_changes[name] = {
-                "declared": declared[name],
-                "observed_as": kinds[name].most_common(1)[0][0],
-                "nonconforming": bad,
-                "of": seen,
-                "example": str(examples[name])[:80],
-            }
-    return report
-
-
 _CONFORMING = {
     "string": lambda p: p.kinds.get("string", 0),
     "number": lambda p: p.kinds.get("integer", 0) + p.kinds.get("number", 0) + p.text_numbers,
@@ -183,23 +104,25 @@ _CONFORMING = {
 }
 
 
-def drift_from_profiles(
-    source: SourceConfig, records: int, profiles: Mapping[str, FieldProfile]
+def compare(
+    records: int,
+    profiles: Mapping[str, FieldProfile],
+    declared: Mapping[str, str],
+    complete_declaration: bool,
+    required: Iterable[str] = (),
 ) -> DriftReport:
-    """Drift of one day from the field profiles the raw stage measured while encoding.
-
-    The same verdicts as ``detect_drift``, without reading the records again.
-    """
-    declared, complete = declared_fields(source)
-    report = DriftReport(records=records, declared=dict(declared), complete_declaration=complete)
+    """The drift of one partition: its records' field profiles against the declared fields."""
+    report = DriftReport(
+        records=records, declared=dict(declared), complete_declaration=complete_declaration
+    )
     report.observed = {name: dict(p.kinds) for name, p in sorted(profiles.items())}
     if not records:
         return report
     seen_fields = set(profiles)
-    if complete:
+    if complete_declaration:
         report.new_fields = sorted(seen_fields - set(declared))
     report.missing_fields = sorted(set(declared) - seen_fields)
-    report.missing_required = sorted(set(report.missing_fields) & required_fields(source))
+    report.missing_required = sorted(set(report.missing_fields) & set(required))
     for name, kind in sorted(declared.items()):
         profile = profiles.get(name)
         if profile is None or kind == "any":
@@ -219,26 +142,30 @@ def drift_from_profiles(
     return report
 
 
+def drift_from_profiles(
+    source: SourceConfig, records: int, profiles: Mapping[str, FieldProfile]
+) -> DriftReport:
+    """Drift of one day from the field profiles the raw stage measured while encoding."""
+    declared, complete = declared_fields(source)
+    return compare(records, profiles, declared, complete, required_fields(source))
+
+
+def detect_drift(
+    records: Iterable[Mapping[str, Any]],
+    declared: Mapping[str, str],
+    complete_declaration: bool,
+    required: Iterable[str] = (),
+) -> DriftReport:
+    """Compare records held in memory with the declared fields, profiled as the raw stage
+    profiles them."""
+    records = list(records)
+    encoder = RawEncoder()
+    if records:
+        encoder.encode(records)
+    return compare(len(records), encoder.profiles, declared, complete_declaration, required)
+
+
 def source_drift(source: SourceConfig, records: Iterable[Mapping[str, Any]]) -> DriftReport:
     """Drift of one source's records (one partition) against its declaration."""
     declared, complete = declared_fields(source)
     return detect_drift(records, declared, complete, required_fields(source))
-
-
-def records_by_day(raw: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
-    """The original records (``_record``) of a raw frame, per partition date (ISO)."""
-    days: dict[str, list[dict[str, Any]]] = {}
-    if raw.empty:
-        return days
-    for day, text in zip(
-        pd.to_datetime(raw["partition_date"]).dt.date, raw["_record"], strict=True
-    ):
-        days.setdefault(day.isoformat(), []).append(json.loads(text))
-    return days
-
-
-def drift_by_day(source: SourceConfig, raw: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """The drift summary of each day of a raw frame (for the raw asset's metadata)."""
-    return {
-        day: source_drift(source, records).summary() for day, records in records_by_day(raw).items()
-    }

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from ingest_assets.records.encode import NUMBER_PATTERN
 from ingest_assets.records.split import (
-    NUMBER_PATTERN,
     QUARANTINE_COLUMNS,
     SYSTEM_COLUMNS,
     DatasetSplit,

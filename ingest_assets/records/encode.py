@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +101,9 @@ class FieldProfile:
     example: str | None = None
 
 
-_NUMBER = re.compile(r"^\s*[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\s*$")
+# A number as JSON writes one, plus a leading "+" and surrounding blanks (the value rules').
+NUMBER_PATTERN = r"^\s*[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\s*$"
+_NUMBER = re.compile(NUMBER_PATTERN)
 _WHOLE = re.compile(r"^\s*[+-]?(?:0|[1-9][0-9]*)(?:\.0+)?\s*$")
 
 
@@ -276,8 +278,3 @@ class RawEncoder:
                 kinds[kind] = kinds.get(kind, 0) + n
         if profile.example is None:
             profile.example = str(present[0].as_py())[:80]
-
-
-def encode_records(records: Iterable[Mapping[str, Any]]) -> pa.RecordBatch:
-    """One-off encoding of records (tests, small tools)."""
-    return RawEncoder().encode(list(records))

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +31,13 @@ import pandera.errors
 import pandera.pandas as pa
 
 from ingest_assets.quality.schemas import CLEANED_MODELS, DATASET_KEYS
-from ingest_assets.records.encode import PARSE_ERROR, RECORD, SEQ, column_name
+from ingest_assets.records.encode import NUMBER_PATTERN, PARSE_ERROR, RECORD, SEQ, column_name
 
 SYSTEM_COLUMNS = ("partition_date", "source", "_run_id", "_ingested_at")
 QUARANTINE_COLUMNS = [
     "partition_date", "source", "dataset", "record", "errors", "run_id", "quarantined_at",
 ]  # fmt: skip
-NUMBER_PATTERN = r"^\s*[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\s*$"
+_NUMBER = re.compile(NUMBER_PATTERN)
 _INT64_MIN, _INT64_END = -(2.0**63), 2.0**63
 
 
@@ -71,7 +72,7 @@ def coerce_number(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any]
     bad = present & ~(grammatical & finite)
 
     def message(value: Any) -> str:
-        if pd.Series([value]).str.match(NUMBER_PATTERN).iloc[0]:
+        if _NUMBER.match(value):
             return f"expected a finite number, got {value!r}"
         return f"expected a number, got {value!r}"
 
@@ -300,11 +301,3 @@ def _records_of(
             raise ValueError("the raw chunk has no _record column and no way to read it")
         return []
     return records(raw.iloc[rows][["partition_date", SEQ]])
-
-
-def concat_results(results: Iterable[SplitResult]) -> SplitResult:
-    results = list(results)
-    return SplitResult(
-        valid=pd.concat([r.valid for r in results], ignore_index=True),
-        quarantined=pd.concat([r.quarantined for r in results], ignore_index=True),
-    )
