@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -198,6 +198,24 @@ def row_filter(
         clauses.append(f"{quote_ident(name)} = {placeholder}")
         params.append(value)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def check_column_type(
+    df: pd.DataFrame,
+    table: TableRef,
+    column: str,
+    have: str,
+    wanted: str,
+    widens: Collection[tuple[str, str]],
+) -> None:
+    """A column the table holds as ``have`` takes new data of type ``wanted`` when the types
+    are equal, the new one widens into it (``(wanted, have)`` in ``widens``) or the new data has
+    no values in it; anything else is refused, naming table, column and both types."""
+    if have != wanted and (wanted, have) not in widens and df[column].notna().any():
+        raise WarehouseError(
+            f"{table}: column {column!r} is {have} in the warehouse but the new data is "
+            f"{wanted}; migrate the column or rename it"
+        )
 
 
 def check_scope(df: pd.DataFrame, table: TableRef, scope: Mapping[str, str] | None) -> None:

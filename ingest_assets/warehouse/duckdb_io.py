@@ -24,7 +24,7 @@ from ingest_assets.warehouse.base import (
 )
 from ingest_assets.warehouse.common import (
     TableRef,
-    WarehouseError,
+    check_column_type,
     check_partition_column,
     check_scope,
     loaded_frame,
@@ -132,11 +132,8 @@ def _prepare(
         if have is None:
             con.execute(f"ALTER TABLE {table.sql} ADD COLUMN {quote_ident(column)} {wanted}")
             existing[column] = wanted
-        elif have != wanted and (wanted, have) not in _WIDENS and df[column].notna().any():
-            raise WarehouseError(
-                f"{table}: column {column!r} is {have} in the warehouse but the new data is "
-                f"{wanted}; migrate the column or rename it"
-            )
+        else:
+            check_column_type(df, table, column, have, wanted, _WIDENS)
     return existing
 
 

@@ -26,7 +26,7 @@ import io
 import json
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 from urllib.parse import unquote
@@ -46,6 +46,7 @@ from ingest_assets.warehouse.common import (
     PARTITION_COLUMN,
     TableRef,
     WarehouseError,
+    check_column_type,
     check_partition_column,
     check_scope,
     loaded_frame,
@@ -162,11 +163,8 @@ def _schema_changes(
         have = existing.get(column)
         if have is None:
             missing.append(column)
-        elif have != wanted and (wanted, have) not in _WIDENS and df[column].notna().any():
-            raise WarehouseError(
-                f"{table}: column {column!r} is {have} in the warehouse but the new data is "
-                f"{wanted}; migrate the column or rename it"
-            )
+        else:
+            check_column_type(df, table, column, have, wanted, _WIDENS)
     return missing
 
 
@@ -179,8 +177,36 @@ def _ensure_table(
     partitioned: bool,
 ) -> dict[str, str]:
     """Create the table or add the frame's new columns; return the table's column types."""
+    return _ensure_columns(
+        conn,
+        table,
+        types,
+        primary_key,
+        partitioned,
+        missing=lambda existing: _schema_changes(df, table, types, existing),
+    )
+
+
+def _ensure_columns(
+    conn: psycopg.Connection,
+    table: TableRef,
+    types: Mapping[str, str],
+    primary_key: Sequence[str] = (),
+    partitioned: bool = True,
+    missing: Callable[[dict[str, str]], list[str]] | None = None,
+) -> dict[str, str]:
+    """Create the table, or add the columns it lacks (``missing`` may also refuse a conflict),
+    in a short transaction of its own; return the table's column types.
+
+    Schema changes run apart from the data's transaction, so the ``ACCESS EXCLUSIVE`` lock they
+    need is not held while rows are loaded.
+    """
+
+    def lacking(existing: dict[str, str]) -> list[str]:
+        return missing(existing) if missing else [c for c in types if c not in existing]
+
     existing = _existing_columns(conn, table)
-    if existing and not _schema_changes(df, table, types, existing):
+    if existing and not lacking(existing):
         return existing
     target = table.sql
     with conn.transaction():
@@ -192,11 +218,11 @@ def _ensure_table(
             if primary_key:
                 columns.append(f"PRIMARY KEY ({', '.join(map(quote_ident, primary_key))})")
             conn.execute(f"CREATE TABLE {target} ({', '.join(columns)})")
-            if partitioned and primary_key[:1] != [PARTITION_COLUMN]:
+            if partitioned and list(primary_key[:1]) != [PARTITION_COLUMN]:
                 # Partition deletes and reads filter on it; keep them off a full scan.
                 conn.execute(f"CREATE INDEX ON {target} ({quote_ident(PARTITION_COLUMN)})")
             return dict(types)
-        for column in _schema_changes(df, table, types, existing):
+        for column in lacking(existing):
             conn.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(column)} {types[column]}")
             existing[column] = types[column]
     return existing
@@ -285,12 +311,21 @@ def _copy_into(
 ) -> None:
     """Stream ``df`` into ``target`` by ``COPY``, converting it slice by slice as it goes, so
     the conversion to Arrow overlaps the server's work too."""
-    names = ", ".join(quote_ident(str(c)) for c in df.columns)
-    slices = (
-        to_arrow(df.iloc[start : start + _CSV_BATCH_ROWS], types)
-        for start in range(0, len(df), _CSV_BATCH_ROWS)
+    _copy_arrow(
+        conn,
+        target,
+        (
+            to_arrow(df.iloc[start : start + _CSV_BATCH_ROWS], types)
+            for start in range(0, len(df), _CSV_BATCH_ROWS)
+        ),
     )
-    first = next(slices)
+
+
+def _copy_arrow(conn: psycopg.Connection, target: str, parts: Iterator[pa.Table]) -> None:
+    """``COPY`` Arrow tables (one column set, the first's) into ``target`` as CSV, written by
+    Arrow straight into the running COPY."""
+    first = next(parts)
+    names = ", ".join(quote_ident(str(c)) for c in first.schema.names)
     options = pacsv.WriteOptions(include_header=False)
     with (
         conn.cursor() as cur,
@@ -298,7 +333,7 @@ def _copy_into(
         pacsv.CSVWriter(_CopySink(copy), first.schema, write_options=options) as writer,
     ):
         writer.write_table(first)
-        for part in slices:
+        for part in parts:
             # A slice of only NULLs may come out with another Arrow type; the text is the same.
             writer.write_table(part if part.schema == first.schema else part.cast(first.schema))
 
@@ -433,16 +468,20 @@ def read_frame(
         if columns:
             existing = {c: existing[c] for c in columns}
         query = f"SELECT {', '.join(quote_ident(c) for c in existing)} FROM {table.sql}"
-        query += _literal_filter(bounds, scope)
         buffer = io.BytesIO()
-        with (
-            conn.cursor() as cur,
-            cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER)") as copy,
-        ):
-            for chunk in copy:
-                buffer.write(chunk)
+        _copy_out(conn, query + _literal_filter(bounds, scope), buffer)
     buffer.seek(0)
-    return _frame(pacsv.read_csv(buffer, **_csv_options(existing)))
+    return loaded_frame(pacsv.read_csv(buffer, **_csv_options(existing)))
+
+
+def _copy_out(conn: psycopg.Connection, query: str, sink: Any) -> None:
+    """Write the rows of ``query`` as CSV with a header into ``sink`` (a binary file)."""
+    with (
+        conn.cursor() as cur,
+        cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER)") as copy,
+    ):
+        for chunk in copy:
+            sink.write(chunk)
 
 
 def _literal_filter(
@@ -475,10 +514,6 @@ def _csv_options(existing: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def _frame(arrow: pa.Table | pa.RecordBatch, arrow_text: bool = False) -> pd.DataFrame:
-    return loaded_frame(arrow, keep_record_arrow=arrow_text)
-
-
 def read_batches(
     conn: psycopg.Connection,
     table: TableRef,
@@ -503,12 +538,7 @@ def read_batches(
             order = ", ".join(quote_ident(c) for c in order_by if c in existing)
             query = f"SELECT {selected} FROM {table.sql}{_literal_filter(bounds)}"
             query += f" ORDER BY {order}" if order else ""
-            with (
-                conn.cursor() as cur,
-                cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER)") as copy,
-            ):
-                for chunk in copy:
-                    spool.write(chunk)
+            _copy_out(conn, query, spool)
         spool.seek(0)
         types = {c: existing.get(c, "text") for c in wanted}
         reader = pacsv.open_csv(
@@ -522,10 +552,10 @@ def read_batches(
             pending.append(batch)
             rows += batch.num_rows
             if rows >= chunk_rows:
-                yield _frame(pa.Table.from_batches(pending), arrow_text=True)
+                yield loaded_frame(pa.Table.from_batches(pending), keep_record_arrow=True)
                 pending, rows = [], 0
         if pending:
-            yield _frame(pa.Table.from_batches(pending), arrow_text=True)
+            yield loaded_frame(pa.Table.from_batches(pending), keep_record_arrow=True)
 
 
 class _CopyStage:
@@ -553,14 +583,7 @@ class _CopyStage:
             if column not in self.columns:
                 self.conn.execute(f"ALTER TABLE {self.name} ADD COLUMN {quote_ident(column)} text")
                 self.columns[column] = "text"
-        names = ", ".join(quote_ident(c) for c in batch.schema.names)
-        options = pacsv.WriteOptions(include_header=False)
-        with (
-            self.conn.cursor() as cur,
-            cur.copy(f"COPY {self.name} ({names}) FROM STDIN (FORMAT csv)") as copy,
-            pacsv.CSVWriter(_CopySink(copy), batch.schema, write_options=options) as writer,
-        ):
-            writer.write_batch(batch)
+        _copy_arrow(self.conn, self.name, iter([pa.Table.from_batches([batch])]))
         self.rows += batch.num_rows
 
     def commit(self) -> int:
@@ -593,25 +616,6 @@ class _CopyStage:
 
 
 _RAW_STAGE_TYPES = {"_seq": "bigint", "_record": "text", "_parse_error": "text"}
-
-
-def _ensure_columns(conn: psycopg.Connection, table: TableRef, types: Mapping[str, str]) -> None:
-    """Create the table, or add the columns it lacks, in a short transaction of its own."""
-    existing = _existing_columns(conn, table)
-    if existing and all(c in existing for c in types):
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s::bigint)", [_DDL_LOCK])
-        existing = _existing_columns(conn, table)
-        if not existing:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
-            columns = ", ".join(f"{quote_ident(c)} {t}" for c, t in types.items())
-            conn.execute(f"CREATE TABLE {table.sql} ({columns})")
-            conn.execute(f"CREATE INDEX ON {table.sql} ({quote_ident(PARTITION_COLUMN)})")
-            return
-        for column, kind in types.items():
-            if column not in existing:
-                conn.execute(f"ALTER TABLE {table.sql} ADD COLUMN {quote_ident(column)} {kind}")
 
 
 class PostgresPartitionedIOManager(PartitionedTableIOManager):
