@@ -6,6 +6,7 @@ process group) when the test is done; a process that dies early fails the wait w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -64,13 +65,21 @@ def service(
         try:
             yield Service(name, process, log_path)
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=30)
+            stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop the process group a test started (``start_new_session=True``): SIGTERM, then
+    SIGKILL after 30 s; children that outlive the leader are the group's too."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def wait_until(

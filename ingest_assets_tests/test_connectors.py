@@ -24,21 +24,13 @@ from ingest_assets.connectors.http import (
     CircuitBreaker,
     CircuitOpenError,
     FetchError,
-    RateLimiter,
     retry_after_seconds,
 )
+from ingest_assets.connectors.ratelimit import LocalBudget, Throttle
 from ingest_assets.connectors.streams import ordered_fan_in, ordered_gather
 from ingest_assets.sandbox import Faults, Sandbox
 from ingest_assets_tests.conftest import require_service
-
-DAY = dt.date(2024, 6, 1)
-FAST_HTTP = {
-    "backoff_base_s": 0.01,
-    "backoff_max_s": 0.05,
-    "retry_after_max_s": 0.05,
-    "rate_limit_per_s": 1000,
-    "burst": 100,
-}
+from ingest_assets_tests.hostile import DAY, FAST_HTTP
 
 
 def source(
@@ -527,7 +519,7 @@ def test_rate_limiter_spaces_calls_by_its_rate() -> None:
         now[0] += seconds
 
     async def run() -> None:
-        limiter = RateLimiter(rate=2, burst=1, clock=lambda: now[0])
+        limiter = Throttle(LocalBudget(rate=2, burst=1, clock=lambda: now[0]))
         original = asyncio.sleep
         asyncio.sleep = fake_sleep  # type: ignore[assignment]
         try:

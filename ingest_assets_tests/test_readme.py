@@ -17,12 +17,9 @@ location loaded, the API answering) and are then stopped.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +32,7 @@ import httpx
 import pytest
 
 from ingest_assets.sandbox import Sandbox
+from ingest_assets_tests.dagster_services import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -80,12 +78,6 @@ def readme_blocks(text: str) -> list[Block]:
 BLOCKS = readme_blocks((REPO_ROOT / "README.md").read_text())
 SETUP = [b for b in BLOCKS if b.setup]
 RUNNABLE = [b for b in BLOCKS if not b.setup]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_readme_marks_its_commands() -> None:
@@ -278,21 +270,7 @@ def serve_block(block: Block, server: Server, copy: Path, env: dict[str, str]) -
         if server.then is not None:
             server.then(env)
     finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop the process group this test started (the shell, make and what they started)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-    # Children may outlive the shell; the group is ours.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process)
 
 
 # -- the variants ----------------------------------------------------------------------------

@@ -45,29 +45,6 @@ class CircuitOpenError(FetchError):
     """Too many consecutive failures: calls are refused until the breaker cools down."""
 
 
-class RateLimiter:
-    """An async token bucket: at most ``rate`` acquisitions per second, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: int = 1, clock: Callable[[], float] = time.monotonic):
-        self.rate = rate
-        self.capacity = float(max(1, burst))
-        self.tokens = self.capacity
-        self.clock = clock
-        self.updated = clock()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self.clock()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
-
-
 class CircuitBreaker:
     """Opens after ``threshold`` consecutive failures; lets one trial call through after ``reset_s``."""
 
