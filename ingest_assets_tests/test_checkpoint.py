@@ -131,10 +131,12 @@ def test_a_killed_try_resumes_where_it_stopped(
     checkpoint = PageCheckpoint.for_fetch(tmp_path, "resumable", DAY)
     kept = checkpoint.pages()
     assert 7 <= kept < PAGES
-    # only complete pages: every stored file is whole JSON
+    # only complete pages: every stored file is its headers, then the whole body as sent
     for path in checkpoint.folder.iterdir():
         assert not path.name.startswith(".tmp-")
-        json.loads(path.read_text())
+        head, body = path.read_bytes().split(b"\n", 1)
+        assert "headers" in json.loads(head)
+        assert 1 <= len(json.loads(body)["products"]) <= 10
 
     sandbox.reset_stats()
     resumed = fetch(src, checkpoint)

@@ -8,8 +8,9 @@ the folder once the day is written: the next fetch of the day (a new snapshot) a
 
 A file is named by a hash of the request (method, URL, parameters), so neither the URL nor its
 parameters (which may hold an API key) are written out, and request headers (tokens) are never
-part of it. It holds the parsed JSON body and the response headers minus cookies and
-authentication challenges. Files are written to a temporary name and renamed into place
+part of it. It holds one line of JSON with the response headers (minus cookies and
+authentication challenges), then the body's bytes exactly as the API sent them: nothing is
+encoded again, and a resumed page is parsed exactly as a live one. Files are written to a temporary name and renamed into place
 (``os.replace`` is atomic), so a killed process leaves complete pages or none, never half a page.
 """
 
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from ingest_assets import jsontext
 
 DEFAULT_MAX_AGE_S = 12 * 3600
 
@@ -73,13 +76,13 @@ class PageCheckpoint:
         # clear() was missed) does not keep its pages on disk for ever.
         for folder in source_folder.glob("*"):
             # An empty folder counts by its own time: another fetch may have just made it.
-            stored = [p.stat().st_mtime for p in folder.glob("*.json")] or [folder.stat().st_mtime]
+            stored = [p.stat().st_mtime for p in folder.glob("*.page")] or [folder.stat().st_mtime]
             if time.time() - min(stored) > max_age_s:
                 cls(folder).clear()
         return cls(source_folder / day_text)
 
     def _path(self, method: str, url: str, params: Mapping[str, Any] | None) -> Path:
-        return self.folder / f"{request_key(method, url, params)}.json"
+        return self.folder / f"{request_key(method, url, params)}.page"
 
     def load(
         self, url: str, params: Mapping[str, Any] | None = None, method: str = "GET"
@@ -87,11 +90,14 @@ class PageCheckpoint:
         """The stored (body, headers) of a request, or None when it was not fetched yet."""
         path = self._path(method, url, params)
         try:
-            stored = json.loads(path.read_bytes())
-            body, headers = stored["body"], httpx.Headers(stored["headers"])
+            head, newline, content = path.read_bytes().partition(b"\n")
+            if not newline:
+                raise ValueError("no body")
+            headers = httpx.Headers(json.loads(head)["headers"])
+            body = jsontext.loads(content)
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             # Not one of ours, or damaged on disk: ask the API again rather than fail the fetch.
             path.unlink(missing_ok=True)
             return None
@@ -102,19 +108,21 @@ class PageCheckpoint:
         self,
         url: str,
         params: Mapping[str, Any] | None,
-        body: Any,
+        content: bytes,
         headers: httpx.Headers | Mapping[str, str],
         method: str = "GET",
     ) -> None:
-        """Keep a successful response; atomic, so a reader never sees half a file."""
+        """Keep a successful response (its body's bytes); atomic, so a reader never sees half a
+        file."""
         kept = [(k, v) for k, v in httpx.Headers(headers).multi_items() if k not in _SECRET_HEADERS]
-        data = json.dumps({"body": body, "headers": kept}).encode()
+        head = json.dumps({"headers": kept}).encode()
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self._path(method, url, params)
-        handle, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
+        handle, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".page")
         try:
             with os.fdopen(handle, "wb") as out:
-                out.write(data)
+                out.write(head + b"\n")
+                out.write(content)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -125,7 +133,7 @@ class PageCheckpoint:
         """How many responses are stored (temporary files of a killed write are not counted)."""
         if not self.folder.is_dir():
             return 0
-        return sum(1 for p in self.folder.glob("*.json") if not p.name.startswith(".tmp-"))
+        return sum(1 for p in self.folder.glob("*.page") if not p.name.startswith(".tmp-"))
 
     def clear(self) -> None:
         """Forget the day's stored responses: call once the day's records are written."""

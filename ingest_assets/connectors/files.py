@@ -25,6 +25,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 from pydantic import Field
 
+from ingest_assets import jsontext
 from ingest_assets.config import render_template
 from ingest_assets.connectors.base import (
     Batch,
@@ -337,7 +338,7 @@ class JsonlConnector(FileConnector):
                 )
                 continue
             try:
-                value = json.loads(line)
+                value = jsontext.loads(line)
             except json.JSONDecodeError as exc:
                 yield parse_error(f"line {number}, column {exc.colno}: {exc.msg}", number, line)
                 continue

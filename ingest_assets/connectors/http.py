@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
-import json
 import logging
 import math
 import random
@@ -21,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
+from ingest_assets import jsontext
 from ingest_assets.config import HttpSettings
 from ingest_assets.connectors.base import FetchError, FetchStats, PermanentFetchError
 from ingest_assets.connectors.checkpoint import PageCheckpoint
@@ -225,10 +225,11 @@ class ResilientClient:
         if self.checkpoint is not None and (stored := self.checkpoint.load(url, params)):
             return stored
         attempt = with_retries(self.settings, self.stats, self.log)(self._attempt)
-        body, headers = await attempt(url, params)
+        body, response = await attempt(url, params)
         if self.checkpoint is not None:
-            self.checkpoint.save(url, params, body, headers)
-        return body, headers
+            # The bytes as they came: the stored page is read exactly as the live one.
+            self.checkpoint.save(url, params, response.content, response.headers)
+        return body, response.headers
 
     async def _send(self, url: str, params: Mapping[str, Any] | None) -> httpx.Response:
         # Merged here, not by httpx: given params, httpx drops a query the URL already has.
@@ -248,7 +249,7 @@ class ResilientClient:
 
     async def _attempt(
         self, url: str, params: Mapping[str, Any] | None
-    ) -> tuple[Any, httpx.Headers]:
+    ) -> tuple[Any, httpx.Response]:
         self.breaker.before_call(safe_url(url))
         await self.limiter.acquire()
         async with self.semaphore:
@@ -283,7 +284,7 @@ class ResilientClient:
             error = PermanentFetchError if response.status_code < 500 else FetchError
             raise error(f"{where} ({len(response.content)} bytes of body not shown)")
         try:
-            body = json.loads(response.content)
+            body = jsontext.loads(response.content)
         except ValueError:
             self._failed()
             raise RetryableError(f"unparseable JSON body from {safe_url(response.url)}") from None
@@ -294,7 +295,7 @@ class ResilientClient:
                 f"JSON body from {safe_url(response.url)} is nested too deeply to parse"
             ) from None
         self.breaker.record_success()
-        return body, response.headers
+        return body, response
 
     def _failed(self) -> None:
         self.stats.failed_requests += 1

@@ -15,7 +15,6 @@ silently.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -25,11 +24,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest_assets import jsontext
+
 SEQ, RECORD, PARSE_ERROR = "_seq", "_record", "_parse_error"
 SYSTEM_COLUMNS = ("partition_date", "_run_id", "_ingested_at", RECORD, SEQ, PARSE_ERROR)
 _NOT_IDENT = re.compile(r"[^0-9a-zA-Z_]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode
+_dumps = jsontext.dumps
 
 
 def column_name(field: str) -> str:
@@ -76,7 +77,7 @@ def _unstorable(value: Any) -> str | None:
 
 
 _SCALAR_TYPES = {pa.string(), pa.int64(), pa.float64(), pa.bool_(), pa.null()}
-_BOOLEAN_TEXT = pa.array(["true", "false"])
+_BOOLEAN = r"^\s*(?i:true|false)\s*$"
 
 
 def _count(mask: pa.Array) -> int:
@@ -87,6 +88,17 @@ def _cell(value: Any) -> str | None:
     if value is None or type(value) is str:
         return value
     return _dumps(value)
+
+
+def _nested_kind(values: list[Any]) -> str | None:
+    """ "array" or "object" when every present value is a list, or every one a dict; else None."""
+    types = set(map(type, values))
+    types.discard(type(None))
+    if types == {list}:
+        return "array"
+    if types == {dict}:
+        return "object"
+    return None
 
 
 @dataclass
@@ -174,9 +186,8 @@ class RawEncoder:
         record-by-record path only for a batch holding something unstorable."""
         if all(isinstance(r, Mapping) for r in records):
             try:
-                texts = [_dumps(r) for r in records]
-                if not any("\\u0000" in t for t in texts):
-                    array = pa.array(texts, pa.string())
+                array = jsontext.dumps_array(records)
+                if not _count(pc.match_substring(array, "\\u0000")):
                     errors = [r.get(PARSE_ERROR) for r in records]
                     errors = [None if e is None else str(e) for e in errors]
                     self.parse_errors += sum(e is not None for e in errors)
@@ -222,6 +233,11 @@ class RawEncoder:
     def _text_column(self, key: str, values: list[Any]) -> pa.Array:
         """The field's values as text; profiled for drift on the way (column-wise where the
         values share one JSON scalar type, value by value otherwise)."""
+        nested = _nested_kind(values)
+        if nested is not None:
+            if not key.startswith("_"):
+                self._profile_nested(key, nested, values)
+            return jsontext.dumps_array(values)
         try:
             array = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
@@ -253,6 +269,15 @@ class RawEncoder:
             if profile.example is None:
                 profile.example = str(value)[:80]
 
+    def _profile_nested(self, key: str, kind: str, values: list[Any]) -> None:
+        present = len(values) - values.count(None)
+        if not present:
+            return
+        profile = self.profiles.setdefault(key, FieldProfile())
+        profile.kinds[kind] = profile.kinds.get(kind, 0) + present
+        if profile.example is None:
+            profile.example = str(next(v for v in values if v is not None))[:80]
+
     def _profile_array(self, key: str, array: pa.Array) -> None:
         profile = self.profiles.setdefault(key, FieldProfile())
         kinds = profile.kinds
@@ -268,11 +293,14 @@ class RawEncoder:
         elif kind_type == pa.bool_():
             counts = {"boolean": len(present)}
         else:
-            trimmed = pc.utf8_trim_whitespace(present)
-            counts = {"string": pc.sum(pc.not_equal(trimmed, "")).as_py() or 0}
-            profile.text_numbers += _count(pc.match_substring_regex(present, _NUMBER.pattern))
-            profile.text_wholes += _count(pc.match_substring_regex(present, _WHOLE.pattern))
-            profile.text_booleans += _count(pc.is_in(pc.utf8_lower(trimmed), _BOOLEAN_TEXT))
+            # Blank text is missing; anchored patterns give up on long text at once.
+            blank = pc.or_(pc.equal(pc.binary_length(present), 0), pc.utf8_is_space(present))
+            counts = {"string": len(present) - _count(blank)}
+            numbers = present.filter(pc.match_substring_regex(present, _NUMBER.pattern))
+            profile.text_numbers += len(numbers)
+            if len(numbers):
+                profile.text_wholes += _count(pc.match_substring_regex(numbers, _WHOLE.pattern))
+            profile.text_booleans += _count(pc.match_substring_regex(present, _BOOLEAN))
         for kind, n in counts.items():
             if n:
                 kinds[kind] = kinds.get(kind, 0) + n

@@ -1,0 +1,82 @@
+"""JSON in and out of the record path: the standard library's meaning, orjson's speed.
+
+Parsing and encoding records is most of the CPU a raw stage spends (a py-spy profile of
+``fetch_vs_threads``: ``json.loads``, ``json.dumps`` of every record and of every nested value,
+and of every page again for the resume checkpoint, about a third of all samples). orjson does
+the same work several times faster, but its meaning differs at the edges, so it is only ever a
+fast path for input where both agree; anything else takes the standard library, which then
+decides exactly as before:
+
+- parsing: orjson refuses ``NaN``/``Infinity``, unpaired surrogates, UTF-16/32 and a BOM, and
+  nesting past its limit (the standard library accepts or raises as it always did); it reads
+  integers past 64 bits as floats, so a body with a run of 19 or more digits is not given to it;
+- encoding: orjson writes ``NaN`` as ``null`` (the standard library refuses it, which is how an
+  unstorable record is found), so an encoding holding ``null`` is redone by the standard
+  library; it refuses integers past 64 bits, non-text keys and deep nesting (redone too).
+
+Both write the same compact text (``{"a":1,"b":[1.5,"x"]}``), so a record's ``_record`` does
+not depend on which path encoded it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Digits all read as "0": a run of 19 zeros is a run of 19 digits (bytes.translate and ``in``
+# scan a page many times faster than a regular expression would).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_stdlib_dumps = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, default=str, separators=(",", ":")
+).encode
+
+
+def loads(data: bytes | str) -> Any:
+    """``json.loads(data)``, exactly: the same values, the same errors."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _LONG_RUN not in raw.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the standard library decides: a value orjson refuses, or a real error
+    return json.loads(data)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, as ``json.dumps(value, ensure_ascii=False, allow_nan=False,
+    default=str, separators=(",", ":"))``: raises ``ValueError`` for a non-finite number;
+    an unpaired surrogate is kept in the text (encoding it as UTF-8 then fails)."""
+    try:
+        text = orjson.dumps(value, default=str, option=_OPTIONS)
+    except TypeError:  # past 64 bits, a non-text key, deep nesting, a surrogate
+        return _stdlib_dumps(value)
+    if b"null" in text:  # perhaps a NaN orjson wrote as null: the standard library knows
+        return _stdlib_dumps(value)
+    return text.decode("utf-8")
+
+
+def dumps_array(values: Sequence[Any]) -> pa.Array:
+    """``[dumps(v) for v in values]`` (``None`` stays null) as an Arrow text array, the same text
+    value by value, without a Python call per value when orjson can take them all; raises as
+    ``dumps`` and as UTF-8 encoding do (``ValueError``, ``UnicodeEncodeError``)."""
+    encode = orjson.dumps
+    try:
+        blobs = [None if v is None else encode(v, default=str, option=_OPTIONS) for v in values]
+    except TypeError:
+        blobs = [None if v is None else dumps(v).encode("utf-8") for v in values]
+        return pa.array(blobs, pa.binary()).cast(pa.string())
+    array = pa.array(blobs, pa.binary())
+    # A "null" (perhaps a NaN) anywhere: those values again through ``dumps``.
+    suspects = pc.indices_nonzero(pc.fill_null(pc.match_substring(array, "null"), False))
+    if len(suspects):
+        for i in suspects.to_pylist():
+            blobs[i] = dumps(values[i]).encode("utf-8")
+        array = pa.array(blobs, pa.binary())
+    return array.cast(pa.string())
