@@ -26,7 +26,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 # Digits all read as "0": a run of 19 zeros is a run of 19 digits (bytes.translate and ``in``
 # scan a page many times faster than a regular expression would).
@@ -71,12 +70,19 @@ def dumps_array(values: Sequence[Any]) -> pa.Array:
         blobs = [None if v is None else encode(v, default=str, option=_OPTIONS) for v in values]
     except TypeError:
         blobs = [None if v is None else dumps(v).encode("utf-8") for v in values]
-        return pa.array(blobs, pa.binary()).cast(pa.string())
-    array = pa.array(blobs, pa.binary())
-    # A "null" (perhaps a NaN) anywhere: those values again through ``dumps``.
-    suspects = pc.indices_nonzero(pc.fill_null(pc.match_substring(array, "null"), False))
-    if len(suspects):
-        for i in suspects.to_pylist():
-            blobs[i] = dumps(values[i]).encode("utf-8")
-        array = pa.array(blobs, pa.binary())
-    return array.cast(pa.string())
+    else:
+        # A "null" (perhaps a NaN) anywhere: those values again through ``dumps``. One search
+        # of all the texts at once first: most batches hold none.
+        if b"null" in b"".join(b for b in blobs if b is not None):
+            blobs = [
+                b if b is None or b"null" not in b else dumps(v).encode("utf-8")
+                for v, b in zip(values, blobs, strict=True)
+            ]
+    return pa.array(blobs, pa.string())
+
+
+def holds(array: pa.Array, text: str) -> bool:
+    """Whether any value of a text ``array`` may contain ``text`` (a fast search of its data;
+    never a false "no")."""
+    data = array.buffers()[2]
+    return data is not None and text.encode("utf-8") in data.to_pybytes()

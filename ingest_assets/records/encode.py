@@ -77,6 +77,7 @@ def _unstorable(value: Any) -> str | None:
 
 
 _SCALAR_TYPES = {pa.string(), pa.int64(), pa.float64(), pa.bool_(), pa.null()}
+_PROFILE_ROWS = 200_000  # text values profiled per call, at most (a day's memory holds them)
 _BOOLEAN = r"^\s*(?i:true|false)\s*$"
 
 
@@ -148,8 +149,26 @@ class RawEncoder:
     def __init__(self) -> None:
         self.seq = 0
         self.columns: dict[str, str] = {}
-        self.profiles: dict[str, FieldProfile] = {}
+        self._profiles: dict[str, FieldProfile] = {}
+        # Text columns waiting to be profiled together: a pattern test costs the same small
+        # fixed price per call, so a day is profiled in a few large calls, not one per page.
+        self._pending: dict[str, list[pa.Array]] = {}
+        self._pending_rows = 0
         self.parse_errors = 0
+
+    @property
+    def profiles(self) -> dict[str, FieldProfile]:
+        """What each field looked like in the records encoded so far."""
+        self._profile_pending()
+        return self._profiles
+
+    def _profile_pending(self, key: str | None = None) -> None:
+        """Profile the waiting arrays of ``key`` (of every field when None), in their order."""
+        for name in [key] if key is not None else list(self._pending):
+            arrays = self._pending.pop(name, None)
+            if arrays:
+                self._pending_rows -= sum(len(a) for a in arrays)
+                self._profile_array(name, pa.concat_arrays(arrays))
 
     def _column(self, key: str) -> str:
         name = self.columns.get(key)
@@ -187,7 +206,7 @@ class RawEncoder:
         if all(isinstance(r, Mapping) for r in records):
             try:
                 array = jsontext.dumps_array(records)
-                if not _count(pc.match_substring(array, "\\u0000")):
+                if not jsontext.holds(array, "\\u0000"):
                     errors = [r.get(PARSE_ERROR) for r in records]
                     errors = [None if e is None else str(e) for e in errors]
                     self.parse_errors += sum(e is not None for e in errors)
@@ -246,13 +265,21 @@ class RawEncoder:
             self._profile(key, values)
             return pa.array([_cell(v) for v in values], pa.string())
         if not key.startswith("_"):
-            self._profile_array(key, array)
+            if array.type == pa.string():
+                self._profiles.setdefault(key, FieldProfile())  # first-seen order
+                self._pending.setdefault(key, []).append(array)
+                self._pending_rows += len(array)
+                if self._pending_rows >= _PROFILE_ROWS:
+                    self._profile_pending()
+            else:
+                self._profile_array(key, array)
         return array if array.type == pa.string() else array.cast(pa.string())
 
     def _profile(self, key: str, values: list[Any]) -> None:
         if key.startswith("_"):
             return
-        profile = self.profiles.setdefault(key, FieldProfile())
+        self._profile_pending(key)
+        profile = self._profiles.setdefault(key, FieldProfile())
         kinds = profile.kinds
         for value in values:
             kind = value_kind(value)
@@ -273,13 +300,16 @@ class RawEncoder:
         present = len(values) - values.count(None)
         if not present:
             return
-        profile = self.profiles.setdefault(key, FieldProfile())
+        self._profile_pending(key)
+        profile = self._profiles.setdefault(key, FieldProfile())
         profile.kinds[kind] = profile.kinds.get(kind, 0) + present
         if profile.example is None:
             profile.example = str(next(v for v in values if v is not None))[:80]
 
     def _profile_array(self, key: str, array: pa.Array) -> None:
-        profile = self.profiles.setdefault(key, FieldProfile())
+        if array.type != pa.string():
+            self._profile_pending(key)
+        profile = self._profiles.setdefault(key, FieldProfile())
         kinds = profile.kinds
         present = array.drop_null()
         if not len(present):
