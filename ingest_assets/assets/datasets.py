@@ -322,7 +322,11 @@ def build_dataset_assets(
 
     @derived_asset(
         key=["metrics", dataset],
-        ins={"features": dg.AssetIn(key=["features", dataset])},
+        ins={
+            "features": dg.AssetIn(
+                key=["features", dataset], metadata={"columns": list(steps.metrics_columns)}
+            )
+        },
         description=f"Daily metrics of {dataset}.",
         group_name=dataset,
         metadata={"primary_key": PRIMARY_KEYS[("metrics", dataset)]},
