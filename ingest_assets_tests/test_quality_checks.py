@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from ingest_assets.assets import checks
 from ingest_assets.quality.validate import SplitResult
 from ingest_assets.records.split import DatasetSplit
 from ingest_assets.transforms import datasets as transforms
@@ -123,6 +124,31 @@ def test_a_failing_cleaned_check_blocks_everything_downstream_in_the_run(
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert "features__weather" in started
     assert not {"features__products", "metrics__products"} & started
+
+
+def test_the_cleaned_check_reads_in_chunks_and_catches_a_key_repeated_across_them(
+    quality_env: QualityEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checks, "CHUNK_ROWS", 7)
+    split = DatasetSplit.split
+
+    def repeats_the_first(self, raw, source, mapping, records=None) -> SplitResult:
+        result = split(self, raw, source, mapping, records)
+        if source == "partner_feed":
+            # The last valid row repeats the first one's key, many chunks later.
+            last = result.valid.iloc[:1].assign(title="Another lamp")
+            result.valid = pd.concat([result.valid, last], ignore_index=True)
+        return result
+
+    monkeypatch.setattr(DatasetSplit, "split", repeats_the_first)
+    result = quality_env.run(raise_on_error=False)
+    check = check_results(result)[("cleaned/products", "pandera_schema")]
+    assert not check.passed
+    assert value(check, "failures_by_check") == {"(frame): multiple_fields_uniqueness": 1}
+    assert value(check, "rows_checked") == quality_env.count("cleaned.products") > 7
+    (row,) = [r.data["row"] for r in value(check, "sample").records]
+    assert "source=partner_feed" in row
+    assert "features/products" not in materialized(result)
 
 
 def test_features_and_metrics_checks_report_errors_without_blocking(

@@ -14,6 +14,7 @@ from pandera.typing import Series
 from ingest_assets.assets.checks import model_rules, validate_frame
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality import schemas
+from ingest_assets.quality.chunked import SchemaRun
 from ingest_assets.quality.drift import detect_drift, source_drift
 from ingest_assets.quality.history import (
     QUARANTINED,
@@ -144,6 +145,40 @@ def test_a_schema_check_reports_counts_per_check_and_the_failing_rows() -> None:
         r for r in rows if r["column"] == "price"
     ).items()
     assert all(r["row"].endswith("product_id=2") for r in rows)
+
+
+def test_a_model_run_in_chunks_gives_the_verdict_of_one_frame() -> None:
+    frame = pd.concat(
+        [cleaned_frame(price=-1.0), cleaned_frame(category="Home").assign(product_id=["3", "4"])],
+        ignore_index=True,
+    )
+    whole = SchemaRun.of(schemas.CleanedProducts).validate_all([frame])
+    chunked = SchemaRun.of(schemas.CleanedProducts).validate_all([frame.iloc[:2], frame.iloc[2:]])
+    assert (
+        whole.by_check
+        == chunked.by_check
+        == {
+            "price: greater_than(0)": 1,
+            "category: lower_case": 1,
+        }
+    )
+    assert (chunked.rows, chunked.failing_rows) == (4, 2)
+    assert [row for *_, row in chunked.sample] == [
+        "partition_date=2024-06-01 00:00:00, source=shop, product_id=2",
+        "partition_date=2024-06-01 00:00:00, source=shop, product_id=4",
+    ]
+
+
+def test_a_key_repeated_in_a_later_chunk_breaks_the_model_unique_key() -> None:
+    first, again = cleaned_frame(), cleaned_frame().assign(title=["Desk", "Sofa"])
+    run = SchemaRun.of(schemas.CleanedProducts).validate_all([first, again.iloc[1:]])
+    assert run.by_check == {"(frame): multiple_fields_uniqueness": 1}
+    assert run.failing_rows == 1 and run.sample[0][-1].endswith("product_id=2")
+    # A new key in a later chunk, and a repeat within one chunk (Pandera's own check).
+    run = SchemaRun.of(schemas.CleanedProducts).validate_all(
+        [first.iloc[:1], pd.concat([first.iloc[1:], again.iloc[1:]], ignore_index=True)]
+    )
+    assert run.by_check == {"(frame): multiple_fields_uniqueness": 2}
 
 
 def test_the_rules_are_listed_from_the_model() -> None:

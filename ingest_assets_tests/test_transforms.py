@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from ingest_assets.transforms import products, weather
-from ingest_assets.transforms.steps import pipeline, recording, step
+from ingest_assets.transforms.datasets import DATASETS
+from ingest_assets.transforms.steps import group_chunks, pipeline, recording, step
 
 D1, D2 = pd.Timestamp("2024-06-01"), pd.Timestamp("2024-06-02")
 
@@ -195,3 +196,26 @@ def test_raw_field_columns_are_text_as_fetched() -> None:
     assert list(frame.columns[:1]) == ["partition_date"] and "_record" in frame.columns
     # The record as the source sent it, its fields in their own order.
     assert frame["_record"].tolist()[1] == '{"id": 2, "price": "n/a", "Odd Name!": 1}'
+
+
+def test_chunks_are_recut_so_that_no_group_spans_two() -> None:
+    frame = pd.DataFrame({"day": [1, 1, 1, 1, 2, 2, 2], "city": list("aabbbbc"), "t": range(7)})
+    pieces = [frame.iloc[:3], frame.iloc[3:4], frame.iloc[4:6], frame.iloc[6:]]
+    chunks = list(group_chunks(pieces, ["day", "city"]))
+    assert [c["t"].tolist() for c in chunks] == [[0, 1], [2, 3], [4, 5], [6]]
+    assert pd.concat(chunks, ignore_index=True).equals(frame)
+    # Features computed per chunk equal the features of the whole frame.
+    weather = pd.DataFrame(
+        {
+            "partition_date": pd.Timestamp("2024-06-01"),
+            "city": list("aaabbb"),
+            "observed_at": pd.date_range("2024-06-01", periods=6, freq="h", tz="UTC"),
+            "temperature_c": [1.0, 3.0, 2.0, 5.0, 5.0, 8.0],
+            "precipitation_mm": [0.0, None, 1.0, 0.0, 0.0, 2.0],
+        }
+    )
+    steps = DATASETS["weather"]
+    whole = steps.features(weather).reset_index(drop=True)
+    parts = group_chunks([weather.iloc[:2], weather.iloc[2:5], weather.iloc[5:]], steps.group_by)
+    chunked = pd.concat([steps.features(c) for c in parts], ignore_index=True)
+    pd.testing.assert_frame_equal(chunked, whole)

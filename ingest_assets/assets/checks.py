@@ -28,7 +28,6 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-import pandera.errors
 import pandera.pandas as pa
 
 from ingest_assets.assets.common import daily_partitions, partition_days
@@ -36,7 +35,10 @@ from ingest_assets.assets.datasets import quarantine_key, top_reasons
 from ingest_assets.assets.ingestion import latest_fetch_stats
 from ingest_assets.assets.metadata import table_model
 from ingest_assets.config import SourceConfig
+from ingest_assets.quality.chunked import SchemaRun
 from ingest_assets.quality.drift import DriftReport, declared_fields
+from ingest_assets.warehouse.base import READ_CHUNK_ROWS
+from ingest_assets.warehouse.common import TableRef
 from ingest_assets.warehouse.preview import mask_secrets
 
 SAMPLE_ROWS = 10
@@ -62,66 +64,33 @@ def sample_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> dg.Tab
     )
 
 
-def _row_keys(df: pd.DataFrame, key: Sequence[str], index: Any) -> str:
-    if pd.isna(index) or int(index) not in df.index:
-        return "(whole frame)"
-    row = df.loc[int(index)]
-    return ", ".join(f"{k}={row[k]}" for k in key) if key else str(index)
-
-
-def failure_summary(
-    failure_cases: pd.DataFrame, df: pd.DataFrame, key: Sequence[str] = ()
-) -> tuple[dict[str, int], int, dg.TableMetadataValue]:
-    """Counts per ``column: check``, the number of failing rows, a sample of cases as a table."""
-    # A frame-wide check reports each failing row once per column: count it once per row.
-    frame_wide = (failure_cases["schema_context"] == "DataFrameSchema") | failure_cases[
-        "column"
-    ].isna()
-    cases = failure_cases.assign(
-        column=failure_cases["column"].astype(str).where(~frame_wide, "(frame)"),
-        check=failure_cases["check"].astype(str),
+def check_result(name: str, run: SchemaRun) -> dg.AssetCheckResult:
+    """A model's run over a table (see ``SchemaRun``) as a check result; failures are metadata."""
+    if run.passed:
+        return dg.AssetCheckResult(
+            passed=True,
+            description=f"{run.rows} rows satisfy {name}",
+            metadata={"rows_checked": run.rows, "failing_rows": 0, "failures": 0},
+        )
+    by_check = run.by_check
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{run.failing_rows} of {run.rows} rows break {name}: "
+        + ", ".join(list(by_check)[:5]),
+        metadata={
+            "rows_checked": run.rows,
+            "failing_rows": run.failing_rows,
+            "failures": sum(by_check.values()),
+            "failures_by_check": dg.MetadataValue.json(by_check),
+            "sample": sample_table(["column", "check", "value", "row"], run.sample),
+        },
     )
-    cases = cases[~(frame_wide & cases.duplicated(["column", "check", "index"]))]
-    counts = cases.groupby(["column", "check"]).size().sort_values(ascending=False)
-    by_check = {f"{column}: {check}": int(n) for (column, check), n in counts.items()}
-    failing_rows = int(cases["index"].dropna().nunique())
-    key = [k for k in key if k in df.columns]
-    sample = sample_table(
-        ["column", "check", "value", "row"],
-        (
-            (r.column, r.check, r.failure_case, _row_keys(df, key, r.index))
-            for r in cases.head(SAMPLE_ROWS).itertuples()
-        ),
-    )
-    return by_check, failing_rows, sample
 
 
 def validate_frame(model: type[pa.DataFrameModel], df: pd.DataFrame) -> dg.AssetCheckResult:
     """Run a Pandera model lazily over a frame; failures become metadata, never exceptions."""
-    key = list(model.to_schema().unique or [])
-    df = df.reset_index(drop=True)
-    try:
-        model.validate(df, lazy=True)
-    except pandera.errors.SchemaErrors as exc:
-        by_check, failing_rows, sample = failure_summary(exc.failure_cases, df, key)
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=f"{failing_rows} of {len(df)} rows break {model.__name__}: "
-            + ", ".join(list(by_check)[:5]),
-            metadata={
-                "rows_checked": len(df),
-                "failing_rows": failing_rows,
-                "failures": sum(by_check.values()),
-                "failures_by_check": dg.MetadataValue.json(by_check),
-                "sample": sample,
-            },
-        )
-    return dg.AssetCheckResult(
-        passed=True,
-        description=f"{len(df)} rows satisfy {model.__name__}",
-        metadata={"rows_checked": len(df), "failing_rows": 0, "failures": 0},
-    )
+    return check_result(model.__name__, SchemaRun.of(model).validate_all([df]))
 
 
 def model_rules(model: type[pa.DataFrameModel]) -> dict[str, Any]:
@@ -139,30 +108,51 @@ def model_rules(model: type[pa.DataFrameModel]) -> dict[str, Any]:
     return rules
 
 
+# Layers whose tables are one row per record: their checks read the partition in chunks.
+CHUNKED_LAYERS = ("cleaned", "features")
+CHUNK_ROWS = READ_CHUNK_ROWS
+
+
 def schema_check(
     key: Sequence[str], model: type[pa.DataFrameModel], blocking: bool
 ) -> dg.AssetChecksDefinition:
-    """One check named ``pandera_schema`` validating the asset's partition (or range) with a model."""
+    """One check named ``pandera_schema`` validating the asset's partition (or range) with a model.
 
-    @dg.asset_check(
-        asset=dg.AssetKey(list(key)),
-        name="pandera_schema",
-        description=(
-            f"Every row of {'/'.join(key)} satisfies the Pandera model {model.__name__}"
-            + (
-                " (blocking: a failure stops everything downstream in the run)."
-                if blocking
-                else "."
-            )
-        ),
-        blocking=blocking,
-        partitions_def=daily_partitions,
-        metadata={"model": model.__name__, "rules": dg.MetadataValue.json(model_rules(model))},
+    A table of ``CHUNKED_LAYERS`` is read from the warehouse in chunks (``SchemaRun``), so a
+    day of millions of rows is never held whole; smaller tables come in as the asset's frame.
+    """
+    description = f"Every row of {'/'.join(key)} satisfies the Pandera model {model.__name__}" + (
+        " (blocking: a failure stops everything downstream in the run)." if blocking else "."
     )
-    def _check(frame: pd.DataFrame) -> dg.AssetCheckResult:
-        return validate_frame(model, frame)
+    spec: dict[str, Any] = {
+        "asset": dg.AssetKey(list(key)),
+        "name": "pandera_schema",
+        "description": description,
+        "blocking": blocking,
+        "partitions_def": daily_partitions,
+        "metadata": {"model": model.__name__, "rules": dg.MetadataValue.json(model_rules(model))},
+    }
+    if key[0] not in CHUNKED_LAYERS:
 
-    return _check
+        @dg.asset_check(**spec)
+        def _check(frame: pd.DataFrame) -> dg.AssetCheckResult:
+            return validate_frame(model, frame)
+
+        return _check
+
+    @dg.asset_check(**spec, required_resource_keys={"io_manager"})
+    def _chunked_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        window = context.partition_time_window
+        chunks = context.resources.io_manager.read_batches(
+            TableRef.from_asset_key(key),
+            (window.start.date(), window.end.date()),
+            None,
+            [],
+            CHUNK_ROWS,
+        )
+        return check_result(model.__name__, SchemaRun.of(model).validate_all(chunks))
+
+    return _chunked_check
 
 
 def schema_checks(asset_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:

@@ -14,6 +14,7 @@ metadata); its rows follow when it lands (see the automation conditions).
 """
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -33,7 +34,7 @@ from ingest_assets.assets.ingestion import ingestion_frame
 from ingest_assets.config import SourceConfig
 from ingest_assets.records.split import QUARANTINE_COLUMNS, DatasetSplit, SplitResult
 from ingest_assets.transforms.datasets import DATASETS
-from ingest_assets.transforms.steps import recording
+from ingest_assets.transforms.steps import StepLog, group_chunks, recording
 from ingest_assets.warehouse.base import FrameStream, PartitionedTableIOManager
 from ingest_assets.warehouse.common import TableRef
 
@@ -69,10 +70,6 @@ def top_reasons(quarantined: pd.DataFrame, limit: int = 5) -> dict[str, int]:
         for error in json.loads(text):
             counts[f"{error.get('column') or '(record)'}: {error['check']}"] += 1
     return dict(counts.most_common(limit))
-
-
-def _sorted(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    return df.sort_values(list(by), kind="stable").reset_index(drop=True) if len(df) else df
 
 
 def split_chunks(
@@ -301,28 +298,47 @@ def build_dataset_assets(
 
     @derived_asset(
         key=["features", dataset],
-        ins={"cleaned": dg.AssetIn(key=["cleaned", dataset])},
+        deps=[dg.AssetKey(["cleaned", dataset])],
         description=f"Engineered features of cleaned {dataset}.",
         group_name=dataset,
         metadata={"primary_key": PRIMARY_KEYS[("features", dataset)]},
+        required_resource_keys={"io_manager"},
     )
-    @timed
-    def _features(
-        context: dg.AssetExecutionContext, cleaned: pd.DataFrame
-    ) -> dg.Output[pd.DataFrame]:
-        with recording() as steps_run:
-            features = _sorted(steps.features(cleaned), steps.sort_by)
-        return dg.Output(
-            features,
-            metadata={
-                "dagster/row_count": len(features),
+    def _features(context: dg.AssetExecutionContext) -> dg.Output[FrameStream]:
+        """The cleaned partition read in chunks of whole groups (``steps.group_by``), each
+        chunk's features written as it is made: a day is never held whole."""
+        warehouse: PartitionedTableIOManager = context.resources.io_manager
+        window = context.partition_time_window
+        bounds = (window.start.date(), window.end.date())
+        cleaned = TableRef("cleaned", dataset)
+        steps_run = StepLog()
+        started = time.perf_counter()
+
+        def chunks() -> Iterator[pd.DataFrame]:
+            # An empty window first: the table and its columns exist even for a day of no rows.
+            with recording(steps_run):
+                yield steps.features(warehouse.read(cleaned, (bounds[0], bounds[0]), None))
+                batches = warehouse.read_batches(
+                    cleaned, bounds, None, order_by=[*steps.group_by, *steps.sort_by]
+                )
+                for chunk in group_chunks(batches, steps.group_by):
+                    yield steps.features(chunk)
+
+        def metadata() -> dict[str, Any]:
+            return {
                 "steps": dg.MetadataValue.json(steps_run.as_metadata()),
-            },
-        )
+                "duration_s": round(time.perf_counter() - started, 3),
+            }
+
+        return dg.Output(FrameStream(chunks(), metadata))
 
     @derived_asset(
         key=["metrics", dataset],
-        ins={"features": dg.AssetIn(key=["features", dataset])},
+        ins={
+            "features": dg.AssetIn(
+                key=["features", dataset], metadata={"columns": list(steps.metrics_columns)}
+            )
+        },
         description=f"Daily metrics of {dataset}.",
         group_name=dataset,
         metadata={"primary_key": PRIMARY_KEYS[("metrics", dataset)]},

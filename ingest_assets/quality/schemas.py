@@ -304,3 +304,8 @@ DATASET_KEYS: dict[str, list[str]] = {
     dataset: [c for c in model.to_schema().unique if c != "partition_date"]
     for dataset, model in CLEANED_MODELS.items()
 }
+
+# Pandera imports its pandas backends (and hypothesis, about 1.5 s) on the first validation in a
+# process; registering them when the models load moves that to the code location's start-up,
+# out of every run's first check.
+pa.DataFrameSchema.register_default_backends(pd.DataFrame)

@@ -241,11 +241,14 @@ class DatasetSplit:
                 "source": source,
                 **columns,
                 "_run_id": self.run_id,
-                "_ingested_at": pd.to_datetime(raw["_ingested_at"], utc=True).to_numpy(),
+                # The array, not ``to_numpy()``: that boxes every zone-aware value as a
+                # Timestamp object, a Python object per row.
+                "_ingested_at": pd.to_datetime(raw["_ingested_at"], utc=True)
+                .astype("datetime64[ns, UTC]")
+                .array,
             },
             index=raw.index,
         )
-        frame["_ingested_at"] = pd.to_datetime(frame["_ingested_at"], utc=True)
         frame["partition_date"] = frame["partition_date"].astype("datetime64[ns]")
         if self.clean is not None and not frame.empty:
             frame = self.clean(frame)

@@ -12,6 +12,7 @@ CLEANED_COLUMNS = [
     "price", "discount_pct", "rating", "stock", "_run_id", "_ingested_at",
 ]  # fmt: skip
 PARTITION_GROUP = ["partition_date", "category"]
+METRICS_COLUMNS = (*PARTITION_GROUP, "price", "final_price", "rating", "stock")
 
 
 def normalize_products(df: pd.DataFrame) -> pd.DataFrame:
@@ -62,7 +63,7 @@ def build_metrics(features: pd.DataFrame) -> pd.DataFrame:
         return _empty_metrics()
     grouped = features.groupby(PARTITION_GROUP)
     metrics = grouped.agg(
-        product_count=("product_id", "size"),
+        product_count=("price", "size"),
         price_min=("price", "min"),
         price_max=("price", "max"),
         price_mean=("price", "mean"),

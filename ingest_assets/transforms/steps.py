@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import wraps
@@ -35,9 +35,15 @@ class StepLog:
     timings: list[StepTiming] = field(default_factory=list)
 
     def as_metadata(self) -> dict[str, Any]:
+        """Rows and seconds per step, summed over the chunks it ran on."""
+        summed: dict[str, dict[str, Any]] = {}
+        for t in self.timings:
+            total = summed.setdefault(t.name, {"rows_in": 0, "rows_out": 0, "seconds": 0.0})
+            total["rows_in"] += t.rows_in
+            total["rows_out"] += t.rows_out
+            total["seconds"] += t.seconds
         return {
-            t.name: {"rows_in": t.rows_in, "rows_out": t.rows_out, "seconds": round(t.seconds, 4)}
-            for t in self.timings
+            name: {**total, "seconds": round(total["seconds"], 4)} for name, total in summed.items()
         }
 
 
@@ -45,9 +51,9 @@ _active: contextvars.ContextVar[StepLog | None] = contextvars.ContextVar("step_l
 
 
 @contextmanager
-def recording() -> Iterator[StepLog]:
-    """Collect the timings of every step run inside the block."""
-    step_log = StepLog()
+def recording(step_log: StepLog | None = None) -> Iterator[StepLog]:
+    """Collect the timings of every step run inside the block (into ``step_log``, if given)."""
+    step_log = StepLog() if step_log is None else step_log
     token = _active.set(step_log)
     try:
         yield step_log
@@ -75,6 +81,28 @@ def step(fn: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     return wrapper
+
+
+def group_chunks(chunks: Iterable[pd.DataFrame], by: Sequence[str]) -> Iterator[pd.DataFrame]:
+    """Chunks of a frame ordered by ``by``, re-cut so that no group of ``by`` spans two.
+
+    A step that computes within groups (min-max, z-score, rolling means) then runs on each chunk
+    as on the whole frame; a chunk holds at least one whole group.
+    """
+    carry: pd.DataFrame | None = None
+    for chunk in chunks:
+        if carry is not None and len(carry):
+            chunk = pd.concat([carry, chunk], ignore_index=True)
+        if chunk.empty:
+            continue
+        keys = chunk[list(by)]
+        in_last_group = (keys == keys.iloc[-1]).all(axis=1).to_numpy()
+        cut = int(in_last_group.argmax())  # the last group's rows are the chunk's tail
+        if cut:
+            yield chunk.iloc[:cut].reset_index(drop=True)
+        carry = chunk.iloc[cut:]
+    if carry is not None and len(carry):
+        yield carry.reset_index(drop=True)
 
 
 def pipeline(*steps: Step) -> Step:

@@ -10,6 +10,9 @@ CLEANED_COLUMNS = [
     "partition_date", "city", "latitude", "longitude", "observed_at", "temperature_c",
     "relative_humidity", "precipitation_mm", "wind_speed_kmh",
 ]  # fmt: skip
+METRICS_COLUMNS = (
+    "partition_date", "city", "observed_at", "temperature_c", "precipitation_mm", "wind_speed_kmh",
+)  # fmt: skip
 
 
 def _day(df: pd.DataFrame) -> pd.Series:

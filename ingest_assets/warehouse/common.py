@@ -230,40 +230,20 @@ def check_scope(df: pd.DataFrame, table: TableRef, scope: Mapping[str, str] | No
             )
 
 
-# Columns read in chunks whose text stays in Arrow memory: a record's JSON is kilobytes, and as
-# Python strings a chunk of them would weigh several times its size.
-ARROW_TEXT_COLUMNS = ("_record",)
+def loaded_frame(arrow: object) -> pd.DataFrame:
+    """An Arrow table (or batch) read from a warehouse as the frame every reader hands back,
+    whole or in chunks.
 
-
-def arrow_frame(table: object) -> pd.DataFrame:
-    """An Arrow table or batch as a frame, ``ARROW_TEXT_COLUMNS`` kept Arrow-backed."""
-    import pyarrow as pa
-
-    if isinstance(table, pa.RecordBatch):
-        table = pa.Table.from_batches([table])
-    names = list(table.schema.names)
-    keep = [n for n in ARROW_TEXT_COLUMNS if n in names]
-    frame = table.drop_columns(keep).to_pandas(date_as_object=False)
-    for name in keep:
-        column = table.column(name).cast(pa.string())
-        frame[name] = pd.Series(pd.arrays.ArrowExtensionArray(column), index=frame.index)
-    return frame[names]
-
-
-def loaded_frame(arrow: object, keep_record_arrow: bool = False) -> pd.DataFrame:
-    """An Arrow table read from a warehouse as the frame every reader hands back.
-
-    Text is Arrow-backed (``text_types_mapper``); whole numbers are ``Int64`` and boolean
-    columns holding NULLs ``boolean``; with ``keep_record_arrow``, ``ARROW_TEXT_COLUMNS`` stay
-    Arrow strings as chunked reads keep them (see ``arrow_frame``). Each Arrow column is released
-    once converted, so a read holds about one copy of the table, not two.
+    Text is Arrow-backed (``text_types_mapper``): a record's JSON is kilobytes, and as Python
+    strings a chunk of them would weigh several times its size; Pandera's and pandas' string
+    work on it runs in Arrow. Whole numbers are ``Int64`` and boolean columns holding NULLs
+    ``boolean``. Each Arrow column is released once converted, so a read holds about one copy
+    of the table, not two.
     """
     import pyarrow as pa
 
     if isinstance(arrow, pa.RecordBatch):
         arrow = pa.Table.from_batches([arrow])
-    if keep_record_arrow:
-        return normalize_loaded(arrow_frame(arrow))
     names = list(arrow.column_names)
     special = {
         name: arrow.column(name).to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)

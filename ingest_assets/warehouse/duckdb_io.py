@@ -254,7 +254,7 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
                 params=params,
             ).to_arrow_reader(chunk_rows)
             for batch in reader:
-                yield loaded_frame(batch, keep_record_arrow=True)
+                yield loaded_frame(batch)
 
 
 # Staged rows are written to a Parquet file once this many bytes are buffered.

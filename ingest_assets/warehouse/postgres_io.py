@@ -552,10 +552,10 @@ def read_batches(
             pending.append(batch)
             rows += batch.num_rows
             if rows >= chunk_rows:
-                yield loaded_frame(pa.Table.from_batches(pending), keep_record_arrow=True)
+                yield loaded_frame(pa.Table.from_batches(pending))
                 pending, rows = [], 0
         if pending:
-            yield loaded_frame(pa.Table.from_batches(pending), keep_record_arrow=True)
+            yield loaded_frame(pa.Table.from_batches(pending))
 
 
 class _CopyStage:
