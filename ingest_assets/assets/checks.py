@@ -31,7 +31,12 @@ import pandas as pd
 import pandera.pandas as pa
 
 from ingest_assets.assets.common import daily_partitions, partition_days
-from ingest_assets.assets.datasets import quarantine_key, top_reasons
+from ingest_assets.assets.datasets import (
+    QUARANTINE_TABLE,
+    count_by_day_source,
+    quarantine_key,
+    top_reasons,
+)
 from ingest_assets.assets.ingestion import latest_fetch_stats
 from ingest_assets.assets.metadata import table_model
 from ingest_assets.config import SourceConfig
@@ -164,17 +169,18 @@ def schema_checks(asset_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition
     ]
 
 
-def _per_day(
-    frame: pd.DataFrame, days: Sequence[pd.Timestamp], source: str | None = None
-) -> list[int]:
-    if source is not None:
-        frame = frame[frame["source"] == source]
+def _per_day(frame: pd.DataFrame, days: Sequence[pd.Timestamp]) -> list[int]:
     counts = pd.to_datetime(frame["partition_date"]).value_counts()
     return [int(counts.get(day, 0)) for day in days]
 
 
 def _days(context: dg.AssetCheckExecutionContext) -> list[pd.Timestamp]:
     return [pd.Timestamp(day) for day in partition_days(context)]
+
+
+def _bounds(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date]:
+    days = partition_days(context)
+    return days[0], days[-1] + dt.timedelta(days=1)
 
 
 def conservation_check(source: SourceConfig) -> dg.AssetChecksDefinition:
@@ -188,29 +194,33 @@ def conservation_check(source: SourceConfig) -> dg.AssetChecksDefinition:
             f"cleaned/{source.dataset} + its rows in quarantine/{source.dataset}."
         ),
         partitions_def=daily_partitions,
-        additional_ins={
-            "raw": dg.AssetIn(key=["raw", source.name], metadata={"columns": ["partition_date"]}),
-            "cleaned": dg.AssetIn(
-                key=["cleaned", source.dataset], metadata={"columns": ["partition_date", "source"]}
-            ),
-        },
+        # Counted by the warehouse: nothing is read out to be counted.
+        additional_deps=[
+            dg.AssetKey(["raw", source.name]),
+            dg.AssetKey(["cleaned", source.dataset]),
+        ],
+        required_resource_keys={"io_manager"},
     )
-    def _check(
-        context: dg.AssetCheckExecutionContext,
-        quarantined: pd.DataFrame,
-        raw: pd.DataFrame,
-        cleaned: pd.DataFrame,
-    ) -> dg.AssetCheckResult:
-        days = _days(context)
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        days = [day.date().isoformat() for day in _days(context)]
+        warehouse = context.resources.io_manager
+        bounds = _bounds(context)
+        raw = count_by_day_source(warehouse, [TableRef("raw", source.name)], bounds)
+        valid = count_by_day_source(warehouse, [TableRef("cleaned", source.dataset)], bounds)
+        quarantined = count_by_day_source(
+            warehouse,
+            [TableRef.from_asset_key(QUARANTINE_TABLE.split("."))],
+            bounds,
+            source.dataset,
+        )
+        key = source.name
         counts = {
-            day.date().isoformat(): {"raw": r, "valid": v, "quarantined": q}
-            for day, r, v, q in zip(
-                days,
-                _per_day(raw, days),
-                _per_day(cleaned, days, source.name),
-                _per_day(quarantined, days, source.name),
-                strict=True,
-            )
+            day: {
+                "raw": raw.get((day, key), 0),
+                "valid": valid.get((day, key), 0),
+                "quarantined": quarantined.get((day, key), 0),
+            }
+            for day in days
         }
         broken = {day: c for day, c in counts.items() if c["raw"] != c["valid"] + c["quarantined"]}
         totals = {k: sum(c[k] for c in counts.values()) for k in ("raw", "valid", "quarantined")}
@@ -244,17 +254,20 @@ def quarantine_rate_check(source: SourceConfig) -> dg.AssetChecksDefinition:
             "the metadata lists the most frequent reasons."
         ),
         partitions_def=daily_partitions,
-        additional_ins={
-            "raw": dg.AssetIn(key=["raw", source.name], metadata={"columns": ["partition_date"]})
-        },
+        additional_deps=[dg.AssetKey(["raw", source.name])],
+        required_resource_keys={"io_manager"},
     )
     def _check(
-        context: dg.AssetCheckExecutionContext, quarantined: pd.DataFrame, raw: pd.DataFrame
+        context: dg.AssetCheckExecutionContext, quarantined: pd.DataFrame
     ) -> dg.AssetCheckResult:
         days = _days(context)
+        raw = count_by_day_source(
+            context.resources.io_manager, [TableRef("raw", source.name)], _bounds(context)
+        )
+        totals = [raw.get((day.date().isoformat(), source.name), 0) for day in days]
         mine = quarantined[quarantined["source"] == source.name]
         rates = {}
-        for day, total, bad in zip(days, _per_day(raw, days), _per_day(mine, days), strict=True):
+        for day, total, bad in zip(days, totals, _per_day(mine, days), strict=True):
             rates[day.date().isoformat()] = {
                 "raw": total,
                 "quarantined": bad,

@@ -233,9 +233,11 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
         del bad
         # Counted from what the two outputs above wrote, not from what the split meant to write.
         written = {
-            "raw": _counts(warehouse, [TableRef("raw", s.name) for s in sources], bounds),
-            "cleaned": _counts(warehouse, [TableRef("cleaned", dataset)], bounds),
-            "quarantine": _counts(
+            "raw": count_by_day_source(
+                warehouse, [TableRef("raw", s.name) for s in sources], bounds
+            ),
+            "cleaned": count_by_day_source(warehouse, [TableRef("cleaned", dataset)], bounds),
+            "quarantine": count_by_day_source(
                 warehouse, [TableRef.from_asset_key(QUARANTINE_TABLE.split("."))], bounds, dataset
             ),
         }
@@ -249,7 +251,7 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
     return _split
 
 
-def _counts(
+def count_by_day_source(
     warehouse: PartitionedTableIOManager,
     tables: Sequence[TableRef],
     bounds: tuple,
@@ -262,17 +264,18 @@ def _counts(
         columns = ["partition_date"] if is_raw else ["partition_date", "source"]
         scope = {"dataset": dataset} if dataset else None
         try:
-            frame = warehouse.read(table, bounds, columns, scope)
+            groups = warehouse.count_rows(table, bounds, columns, scope)
         except Exception as exc:
             if "does not exist" in str(exc):
                 continue
             raise
-        sources = table.table if is_raw else frame["source"]
-        days = pd.to_datetime(frame["partition_date"]).dt.strftime("%Y-%m-%d")
-        grouped = pd.DataFrame({"day": days, "source": sources}).value_counts()
-        for (day, source), n in grouped.items():
-            counts[(day, source)] += int(n)
+        for day, *source, n in groups:
+            counts[(_iso_day(day), table.table if is_raw else source[0])] += int(n)
     return dict(counts)
+
+
+def _iso_day(day: Any) -> str:
+    return pd.Timestamp(day).strftime("%Y-%m-%d")
 
 
 def _empty_raw() -> pd.DataFrame:

@@ -13,7 +13,13 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from ingest_assets.warehouse.common import TableRef, definition_list, partition_dates
+from ingest_assets.warehouse.common import (
+    TableRef,
+    definition_list,
+    partition_dates,
+    quote_ident,
+    row_filter,
+)
 from ingest_assets.warehouse.preview import preview_metadata
 
 # Rows per chunk when a step reads a partition piece by piece.
@@ -119,6 +125,27 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         columns: Sequence[str] | None,
         scope: Mapping[str, str] | None = None,
     ) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def count_rows(
+        self,
+        table: TableRef,
+        bounds: tuple[dt.date, dt.date] | None,
+        group_by: Sequence[str],
+        scope: Mapping[str, str] | None = None,
+    ) -> list[tuple]:
+        """``(*group values, rows)`` per group of the partition window, counted by the
+        warehouse (nothing is read out to count it); a missing table raises as ``read`` does."""
+        where, params = row_filter(bounds, scope, self.placeholder)
+        columns = ", ".join(quote_ident(c) for c in group_by)
+        return self.fetch_all(
+            f"SELECT {columns}, count(*) FROM {table.sql}{where} GROUP BY {columns}", params
+        )
+
+    placeholder: ClassVar[str]
+
+    def fetch_all(self, query: str, params: Sequence[Any]) -> list[tuple]:
+        """Every row of one query, in its own connection."""
         raise NotImplementedError
 
     def stage(self, partition: StagedPartition) -> AbstractContextManager[PartitionStage]:

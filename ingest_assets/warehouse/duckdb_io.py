@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import duckdb
 import pandas as pd
@@ -207,6 +207,12 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
     ) -> pd.DataFrame:
         with connect(self.path) as con:
             return read_frame(con, table, bounds, list(columns) if columns else None, scope)
+
+    placeholder = "?"
+
+    def fetch_all(self, query: str, params: Sequence[Any]) -> list[tuple]:
+        with connect(self.path) as con:
+            return con.execute(query, list(params)).fetchall()
 
     @contextmanager
     def stage(self, partition: StagedPartition) -> Iterator[ParquetStage]:

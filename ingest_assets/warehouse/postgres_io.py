@@ -656,6 +656,12 @@ class PostgresPartitionedIOManager(PartitionedTableIOManager):
         with connect(self.url) as conn:
             return read_frame(conn, table, bounds, columns, scope)
 
+    placeholder = "%s"
+
+    def fetch_all(self, query: str, params: Sequence[Any]) -> list[tuple]:
+        with connect(self.url) as conn:
+            return conn.execute(query, list(params)).fetchall()
+
     def read_records(self, table: TableRef, day: dt.date, seqs: Sequence[int]) -> dict[int, str]:
         if not len(seqs):
             return {}
