@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
 from ingest_assets.warehouse.common import WarehouseError, normalize_loaded
@@ -282,6 +283,47 @@ def test_load_input_round_trips_dtypes_like_duckdb(pg_url: str, tmp_path) -> Non
     duck = DuckDBPartitionedIOManager(path=str(tmp_path / "w.duckdb"))
     duck.handle_output(output_context(metadata=metadata), frame)
     pd.testing.assert_frame_equal(loaded, duck.load_input(input_context()))
+
+
+def test_binary_and_csv_copy_store_the_same_values(pg_url: str) -> None:
+    """Tables of the IO manager's own types load by binary COPY; a table made by hand with
+    other types (here varchar and integer) falls back to CSV. Both hold the same values."""
+    frame = tricky_frame().assign(
+        unicode=["é", "\U0001f600 \\N", "a\x00b", None],
+        long_ago=pd.to_datetime(["1969-07-20", "1900-01-01", None, "2261-12-31"]),
+    )
+    frame["count"] = frame["count"] * -(10**9)
+    metadata = {"json_columns": ["_record"]}
+    manager(pg_url).handle_output(output_context(metadata=metadata), frame)
+    columns = column_types(pg_url, "shop", "products")
+    assert columns["text"] == "text" and columns["count"] == "bigint"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE shop.by_hand (LIKE shop.products)")
+        conn.execute(
+            "ALTER TABLE shop.by_hand ALTER COLUMN text TYPE varchar(100), "
+            "ALTER COLUMN maybe_count TYPE integer"
+        )
+    by_hand = dg.build_output_context(
+        asset_key=["shop", "by_hand"],
+        asset_partitions_def=DAILY,
+        partition_key="2024-01-01",
+        definition_metadata=metadata,
+    )
+    manager(pg_url).handle_output(by_hand, frame)
+
+    def rows(table: str) -> list[tuple]:
+        texts = ", ".join(f'"{c}"::text' for c in frame.columns)
+        return query(pg_url, f'SELECT {texts} FROM shop.{table} ORDER BY {table}."count" DESC')
+
+    binary = rows("products")
+    assert binary == rows("by_hand")
+    assert [r[list(frame.columns).index("unicode")] for r in binary] == [
+        "é",
+        "\U0001f600 \\N",
+        "a\ufffdb",
+        None,
+    ]
+    assert binary[0][1:3] == ("plain", "1.5") and binary[1][1:3] == ("", None)
 
 
 def test_unpartitioned_with_primary_key_upserts(pg_url: str) -> None:
