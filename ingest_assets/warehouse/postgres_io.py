@@ -29,7 +29,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from itertools import chain
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote
@@ -611,63 +611,80 @@ def read_batches(
 
 
 class _CopyStage:
-    """A raw partition COPYed batch by batch into a temporary table on one connection, then
-    swapped in by one transaction (delete the day, insert the staged rows).
+    """A raw partition written as it arrives, in one transaction: the day's old rows deleted,
+    then each batch ``COPY``ed straight into the table, ``COMMIT`` by ``commit``.
 
-    A temporary table is private to the session and dropped with it: a killed writer leaves
-    nothing behind and the old partition as it was.
+    Until then readers see the old partition (MVCC); a failed or killed fetch rolls back and
+    leaves it as it was. Each row is written once: a temporary table swapped in by
+    ``INSERT ... SELECT`` wrote it twice and took 50% longer (100k DummyJSON-shaped records).
+    Another writer of the same day waits for this one's whole fetch (``_lock_rows``). Columns
+    the first batch needs are added before the transaction, in a short one of their own; a
+    field first seen later in the day is added inside it, so its ``ACCESS EXCLUSIVE`` lock is
+    then held until the day commits.
     """
 
-    def __init__(self, conn: psycopg.Connection, partition: StagedPartition) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, partition: StagedPartition, transaction: ExitStack
+    ) -> None:
         self.conn = conn
         self.partition = partition
-        self.name = "_ingest_raw_stage"
-        self.columns: dict[str, str] = dict(_RAW_STAGE_TYPES)
+        self.transaction = transaction
+        self.columns: dict[str, str] | None = None  # the table's, once the transaction is open
         self.rows = 0
-        conn.execute(f"DROP TABLE IF EXISTS {self.name}")
-        columns = ", ".join(f"{quote_ident(c)} {t}" for c, t in self.columns.items())
-        conn.execute(f"CREATE TEMP TABLE {self.name} ({columns})")
+
+    def _begin(self, names: Sequence[str]) -> dict[str, str]:
+        part = self.partition
+        types = {**_RAW_TYPES, **{c: _RAW_TYPES.get(c, "text") for c in names}}
+        columns = _ensure_columns(self.conn, part.table, types)
+        self.transaction.enter_context(self.conn.transaction())
+        day = (part.day, part.day + dt.timedelta(days=1))
+        _lock_rows(self.conn, part.table, day)
+        where, params = row_filter(day, None, "%s")
+        self.conn.execute(f"DELETE FROM {part.table.sql}{where}", params)
+        return columns
 
     def append(self, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:
             return
-        for column in batch.schema.names:
+        names = batch.schema.names
+        if self.columns is None:
+            self.columns = self._begin(names)
+        for column in names:
             if column not in self.columns:
-                self.conn.execute(f"ALTER TABLE {self.name} ADD COLUMN {quote_ident(column)} text")
+                self.conn.execute(
+                    f"ALTER TABLE {self.partition.table.sql} ADD COLUMN {quote_ident(column)} text"
+                )
                 self.columns[column] = "text"
-        _copy_arrow(self.conn, self.name, iter([pa.Table.from_batches([batch])]))
-        self.rows += batch.num_rows
+        part = self.partition
+        rows = batch.num_rows
+        constants = {
+            "partition_date": pa.repeat(pa.scalar(part.day, pa.date32()), rows),
+            "_run_id": pa.repeat(pa.scalar(part.run_id, pa.string()), rows),
+            "_ingested_at": pa.repeat(
+                pa.scalar(part.ingested_at.to_pydatetime(), pa.timestamp("us", tz="UTC")), rows
+            ),
+        }
+        table = pa.Table.from_batches([batch])
+        for name, array in constants.items():
+            table = table.append_column(name, array)
+        _copy_arrow(self.conn, part.table.sql, iter([table]))
+        self.rows += rows
 
     def commit(self) -> int:
-        part = self.partition
-        table = part.table
-        types = {
-            "partition_date": "date",
-            "_run_id": "text",
-            "_ingested_at": "timestamp with time zone",
-            **{c: ("jsonb" if c == "_record" else t) for c, t in self.columns.items()},
-        }
-        _ensure_columns(self.conn, table, types)
-        names = [c for c in self.columns]
-        selected = ", ".join(
-            f"{quote_ident(c)}::jsonb" if c == "_record" else quote_ident(c) for c in names
-        )
-        day = (part.day, part.day + dt.timedelta(days=1))
-        with self.conn.transaction():
-            _lock_rows(self.conn, table, day)
-            where, params = row_filter(day, None, "%s")
-            self.conn.execute(f"DELETE FROM {table.sql}{where}", params)
-            self.conn.execute(
-                f"INSERT INTO {table.sql} (partition_date, _run_id, _ingested_at, "
-                f"{', '.join(quote_ident(c) for c in names)}) "
-                f"SELECT %s::date, %s, %s::timestamptz, {selected} FROM {self.name}",
-                [part.day, part.run_id, part.ingested_at.to_pydatetime()],
-            )
-        self.conn.execute(f"DROP TABLE IF EXISTS {self.name}")
+        if self.columns is None:  # no records: the day is emptied all the same
+            self.columns = self._begin([])
+        self.transaction.close()
         return self.rows
 
 
-_RAW_STAGE_TYPES = {"_seq": "bigint", "_record": "text", "_parse_error": "text"}
+_RAW_TYPES = {
+    "partition_date": "date",
+    "_run_id": "text",
+    "_ingested_at": "timestamp with time zone",
+    "_seq": "bigint",
+    "_record": "jsonb",
+    "_parse_error": "text",
+}
 
 
 class PostgresPartitionedIOManager(PartitionedTableIOManager):
@@ -721,8 +738,9 @@ class PostgresPartitionedIOManager(PartitionedTableIOManager):
 
     @contextmanager
     def stage(self, partition: StagedPartition) -> Iterator[_CopyStage]:
-        with connect(self.url) as conn:
-            yield _CopyStage(conn, partition)
+        # The transaction is left (rolled back, unless committed) before the connection closes.
+        with connect(self.url) as conn, ExitStack() as transaction:
+            yield _CopyStage(conn, partition, transaction)
 
     def read_batches(
         self,
