@@ -14,9 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
-from ingest_assets.warehouse.common import WarehouseError, normalize_loaded
+from ingest_assets.records.encode import RawEncoder
+from ingest_assets.warehouse.base import StagedPartition
+from ingest_assets.warehouse.common import TableRef, WarehouseError, normalize_loaded
 from ingest_assets.warehouse.duckdb_io import DuckDBPartitionedIOManager
 from ingest_assets.warehouse.postgres_io import PostgresPartitionedIOManager, redact_url
 from ingest_assets_tests.pg import (  # noqa: F401  (pg_url_fixture registers pg_url)
@@ -284,6 +287,47 @@ def test_load_input_round_trips_dtypes_like_duckdb(pg_url: str, tmp_path) -> Non
     pd.testing.assert_frame_equal(loaded, duck.load_input(input_context()))
 
 
+def test_binary_and_csv_copy_store_the_same_values(pg_url: str) -> None:
+    """Tables of the IO manager's own types load by binary COPY; a table made by hand with
+    other types (here varchar and integer) falls back to CSV. Both hold the same values."""
+    frame = tricky_frame().assign(
+        unicode=["é", "\U0001f600 \\N", "a\x00b", None],
+        long_ago=pd.to_datetime(["1969-07-20", "1900-01-01", None, "2261-12-31"]),
+    )
+    frame["count"] = frame["count"] * -(10**9)
+    metadata = {"json_columns": ["_record"]}
+    manager(pg_url).handle_output(output_context(metadata=metadata), frame)
+    columns = column_types(pg_url, "shop", "products")
+    assert columns["text"] == "text" and columns["count"] == "bigint"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE shop.by_hand (LIKE shop.products)")
+        conn.execute(
+            "ALTER TABLE shop.by_hand ALTER COLUMN text TYPE varchar(100), "
+            "ALTER COLUMN maybe_count TYPE integer"
+        )
+    by_hand = dg.build_output_context(
+        asset_key=["shop", "by_hand"],
+        asset_partitions_def=DAILY,
+        partition_key="2024-01-01",
+        definition_metadata=metadata,
+    )
+    manager(pg_url).handle_output(by_hand, frame)
+
+    def rows(table: str) -> list[tuple]:
+        texts = ", ".join(f'"{c}"::text' for c in frame.columns)
+        return query(pg_url, f'SELECT {texts} FROM shop.{table} ORDER BY {table}."count" DESC')
+
+    binary = rows("products")
+    assert binary == rows("by_hand")
+    assert [r[list(frame.columns).index("unicode")] for r in binary] == [
+        "é",
+        "\U0001f600 \\N",
+        "a\ufffdb",
+        None,
+    ]
+    assert binary[0][1:3] == ("plain", "1.5") and binary[1][1:3] == ("", None)
+
+
 def test_unpartitioned_with_primary_key_upserts(pg_url: str) -> None:
     io = manager(pg_url)
     metadata = {"primary_key": ["product_id"]}
@@ -530,3 +574,42 @@ def test_a_writer_killed_mid_load_leaves_the_old_partition_and_a_rerun_completes
     assert query(
         pg_url, "SELECT count(*) FROM shop.products WHERE partition_date = '2024-01-02'"
     ) == [(1000,)]
+
+
+def raw_day(url: str, day: dt.date, pages: list[list[dict]], fail_after: int | None = None) -> int:
+    """Stream ``pages`` of records into ``raw.feed`` for ``day`` as the raw asset does;
+    with ``fail_after``, raise once that many pages are written (a failed fetch)."""
+    partition = StagedPartition(
+        TableRef("raw", "feed"), day, f"run-{day}", pd.Timestamp("2024-01-02T00:00:00Z")
+    )
+    encoder = RawEncoder()
+    with manager(url).stage(partition) as stage:
+        for written, page in enumerate(pages):
+            if written == fail_after:
+                raise RuntimeError("the fetch failed")
+            stage.append(encoder.encode(page))
+        return stage.commit()
+
+
+def test_the_raw_stage_adds_late_fields_and_a_failed_fetch_keeps_the_old_day(pg_url: str) -> None:
+    day, other = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
+    raw_day(pg_url, other, [[{"id": 9}]])
+    assert raw_day(pg_url, day, [[{"id": 1}], [{"id": 2, "late": "x\ny"}]]) == 2
+    rows = query(
+        pg_url, "SELECT partition_date::text, id, late, _record->>'id' FROM raw.feed ORDER BY id"
+    )
+    assert rows == [
+        ("2024-01-01", "1", None, "1"),
+        ("2024-01-01", "2", "x\ny", "2"),
+        ("2024-01-02", "9", None, "9"),
+    ]
+    assert column_types(pg_url, "raw", "feed")["_record"] == "jsonb"
+
+    # A fetch that fails after a page with a new field: nothing of it is kept, not even the column.
+    with pytest.raises(RuntimeError, match="the fetch failed"):
+        raw_day(pg_url, day, [[{"id": 3}], [{"id": 4, "later": 1}], [{"id": 5}]], fail_after=2)
+    assert "later" not in column_types(pg_url, "raw", "feed")
+    assert query(pg_url, "SELECT id FROM raw.feed ORDER BY id") == [("1",), ("2",), ("9",)]
+
+    assert raw_day(pg_url, day, []) == 0  # a day without records is emptied
+    assert query(pg_url, "SELECT id FROM raw.feed ORDER BY id") == [("9",)]
