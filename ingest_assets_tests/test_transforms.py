@@ -195,7 +195,7 @@ def test_raw_field_columns_are_text_as_fetched() -> None:
     assert frame["id"].tolist() == ["1", "2"]
     assert list(frame.columns[:1]) == ["partition_date"] and "_record" in frame.columns
     # The record as the source sent it, its fields in their own order.
-    assert frame["_record"].tolist()[1] == '{"id": 2, "price": "n/a", "Odd Name!": 1}'
+    assert frame["_record"].tolist()[1] == '{"id":2,"price":"n/a","Odd Name!":1}'
 
 
 def test_chunks_are_recut_so_that_no_group_spans_two() -> None:

@@ -38,6 +38,7 @@ QUARANTINE_COLUMNS = [
     "partition_date", "source", "dataset", "record", "errors", "run_id", "quarantined_at",
 ]  # fmt: skip
 _NUMBER = re.compile(NUMBER_PATTERN)
+_ARROW_TEXT = pd.StringDtype("pyarrow")
 _INT64_MIN, _INT64_END = -(2.0**63), 2.0**63
 
 
@@ -52,22 +53,31 @@ class SplitResult:
 
 
 def _present(text: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(stripped text, whether a value is present: not null, not blank)."""
+    """(stripped text, whether a value is present: not null, not blank), column-wise in Arrow."""
+    if not isinstance(text.dtype, pd.ArrowDtype | pd.StringDtype):
+        text = text.astype(_ARROW_TEXT)
     stripped = text.str.strip()
-    return stripped, stripped.notna() & (stripped != "")
+    present = (stripped.str.len() > 0).fillna(False).astype(bool)
+    return stripped, present
 
 
 def coerce_text(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
     stripped, present = _present(text)
-    return stripped.where(present, None).astype(object), pd.Series(False, index=text.index), str
+    values = np.where(present.to_numpy(), stripped.to_numpy(dtype=object, na_value=None), None)
+    return (
+        pd.Series(values, index=text.index, dtype=object),
+        pd.Series(False, index=text.index),
+        str,
+    )
 
 
 def coerce_number(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
     stripped, present = _present(text)
-    grammatical = stripped.str.match(NUMBER_PATTERN, na=False).astype(bool)
+    grammatical = stripped.str.match(NUMBER_PATTERN).fillna(False).astype(bool)
     values = pd.Series(np.nan, index=text.index, dtype="float64")
     if grammatical.any():
-        values[grammatical] = stripped[grammatical].astype("float64")
+        # Python's float() on what reads as a number (Arrow's parser differs on a leading "+").
+        values[grammatical] = stripped[grammatical].astype(object).astype("float64")
     finite = np.isfinite(values)
     bad = present & ~(grammatical & finite)
 
@@ -220,9 +230,9 @@ class DatasetSplit:
         for name in self.fields:
             source_column = column_name(mapping.get(name, name))
             text = (
-                raw[source_column].astype(object)
+                raw[source_column]
                 if source_column in raw.columns
-                else pd.Series(None, index=raw.index, dtype=object)
+                else pd.Series(None, index=raw.index, dtype=_ARROW_TEXT)
             )
             coerce = coercer_for(str(self.schema.columns[name].dtype))
             values, bad, message = coerce(text)
