@@ -18,7 +18,6 @@ No dagster here.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -62,13 +61,18 @@ def _present(text: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def coerce_text(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
+    """Stripped text, missing where blank; Arrow-backed, so the rules run on it in Arrow."""
     stripped, present = _present(text)
-    values = np.where(present.to_numpy(), stripped.to_numpy(dtype=object, na_value=None), None)
-    return (
-        pd.Series(values, index=text.index, dtype=object),
-        pd.Series(False, index=text.index),
-        str,
-    )
+    return stripped.where(present), pd.Series(False, index=text.index), str
+
+
+def _as_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """Arrow-backed text columns as Python strings (None where missing), as the tables take
+    them."""
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.StringDtype):
+            frame[name] = frame[name].to_numpy(dtype=object, na_value=None)
+    return frame
 
 
 def coerce_number(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
@@ -130,14 +134,23 @@ def coercer_for(dtype: str) -> Callable[[pd.Series], tuple[pd.Series, pd.Series,
     return coerce_text
 
 
+def row_rules(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
+    """The schema's rules as the split applies them to each record: its checks and
+    nullability, not its uniqueness (reported as ``duplicate``, across chunks) and not its
+    column types, which the coercers built from those same types (``coercer_for``) and which
+    the blocking check of ``cleaned/`` verifies on the stored table. So the rules may run on
+    Arrow-backed text, in Arrow, instead of a Python call per value."""
+    rules = schema.update_columns({name: {"dtype": None} for name in schema.columns})
+    rules.unique = None
+    return rules
+
+
 def schema_failures(
-    frame: pd.DataFrame, schema: pa.DataFrameSchema
+    frame: pd.DataFrame, rules: pa.DataFrameSchema
 ) -> list[tuple[int, str | None, str, str]]:
-    """Row-level failures of a schema's checks, uniqueness left out (handled as ``duplicate``)."""
-    row_schema = copy.deepcopy(schema)
-    row_schema.unique = None
+    """Row-level failures of ``rules`` (see ``row_rules``) on ``frame``."""
     try:
-        row_schema.validate(frame, lazy=True)
+        rules.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
@@ -194,6 +207,7 @@ class DatasetSplit:
     ) -> None:
         self.dataset = dataset
         self.schema = CLEANED_MODELS[dataset].to_schema()
+        self.rules = row_rules(self.schema)
         self.fields = [c for c in self.schema.columns if c not in SYSTEM_COLUMNS]
         self.key = DATASET_KEYS[dataset]
         self.run_id = run_id
@@ -264,7 +278,7 @@ class DatasetSplit:
             frame = self.clean(frame)
 
         uncoercible_rows = {i for i, _ in uncoercible}
-        for i, column, check, message in schema_failures(frame, self.schema):
+        for i, column, check, message in schema_failures(frame, self.rules):
             # A value that could not be coerced is already reported; its null would only echo it.
             if (i, column) in uncoercible or (column is None and i in uncoercible_rows):
                 continue
@@ -285,7 +299,7 @@ class DatasetSplit:
             )
             ok[i] = False
 
-        valid = frame[ok].reset_index(drop=True)[list(self.schema.columns)]
+        valid = _as_objects(frame[ok].reset_index(drop=True)[list(self.schema.columns)])
         bad_rows = np.flatnonzero(~ok)
         quarantined = pd.DataFrame(
             {
