@@ -594,13 +594,18 @@ def raw_day(url: str, day: dt.date, pages: list[list[dict]], fail_after: int | N
 def test_the_raw_stage_adds_late_fields_and_a_failed_fetch_keeps_the_old_day(pg_url: str) -> None:
     day, other = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
     raw_day(pg_url, other, [[{"id": 9}]])
-    assert raw_day(pg_url, day, [[{"id": 1}], [{"id": 2, "late": "x\ny"}]]) == 2
+    # One COPY for the day: a new field ends it and starts another; a page without a field
+    # already seen gets NULLs in its column.
+    pages = [[{"id": 1}], [{"id": 2, "late": "x\ny"}], [{"id": 3}], [{"id": 4, "late": "z"}]]
+    assert raw_day(pg_url, day, pages) == 4
     rows = query(
         pg_url, "SELECT partition_date::text, id, late, _record->>'id' FROM raw.feed ORDER BY id"
     )
     assert rows == [
         ("2024-01-01", "1", None, "1"),
         ("2024-01-01", "2", "x\ny", "2"),
+        ("2024-01-01", "3", None, "3"),
+        ("2024-01-01", "4", "z", "4"),
         ("2024-01-02", "9", None, "9"),
     ]
     assert column_types(pg_url, "raw", "feed")["_record"] == "jsonb"
@@ -609,7 +614,13 @@ def test_the_raw_stage_adds_late_fields_and_a_failed_fetch_keeps_the_old_day(pg_
     with pytest.raises(RuntimeError, match="the fetch failed"):
         raw_day(pg_url, day, [[{"id": 3}], [{"id": 4, "later": 1}], [{"id": 5}]], fail_after=2)
     assert "later" not in column_types(pg_url, "raw", "feed")
-    assert query(pg_url, "SELECT id FROM raw.feed ORDER BY id") == [("1",), ("2",), ("9",)]
+    assert query(pg_url, "SELECT id FROM raw.feed ORDER BY id") == [
+        ("1",),
+        ("2",),
+        ("3",),
+        ("4",),
+        ("9",),
+    ]
 
     assert raw_day(pg_url, day, []) == 0  # a day without records is emptied
     assert query(pg_url, "SELECT id FROM raw.feed ORDER BY id") == [("9",)]

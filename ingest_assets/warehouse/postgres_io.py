@@ -643,6 +643,11 @@ class _CopyStage:
         self.transaction = transaction
         self.columns: dict[str, str] | None = None  # the table's, once the transaction is open
         self.rows = 0
+        # The open COPY (cursor, its context, the Copy), its column order and their exact types.
+        self.copy: tuple[Any, Any, Any] | None = None
+        self.copy_exit_pushed = False
+        self.order: list[str] = []
+        self.exact: dict[str, str] = {}
 
     def _begin(self, names: Sequence[str]) -> dict[str, str]:
         part = self.partition
@@ -661,12 +666,6 @@ class _CopyStage:
         names = batch.schema.names
         if self.columns is None:
             self.columns = self._begin(names)
-        for column in names:
-            if column not in self.columns:
-                self.conn.execute(
-                    f"ALTER TABLE {self.partition.table.sql} ADD COLUMN {quote_ident(column)} text"
-                )
-                self.columns[column] = "text"
         part = self.partition
         rows = batch.num_rows
         constants = {
@@ -679,8 +678,58 @@ class _CopyStage:
         table = pa.Table.from_batches([batch])
         for name, array in constants.items():
             table = table.append_column(name, array)
-        _copy_arrow(self.conn, part.table.sql, iter([table]))
+        self._write(table)
         self.rows += rows
+
+    def _write(self, table: pa.Table) -> None:
+        """Into the day's one open binary ``COPY``: the server stores a batch while the next is
+        fetched and encoded, instead of each batch's ``COPY`` waiting for the server to finish.
+        A field not seen before ends that ``COPY`` (a column is added between two); a batch
+        without some fields gets NULLs in them."""
+        names = table.column_names
+        assert self.columns is not None
+        new = [c for c in names if c not in self.columns]
+        if self.copy is None or new:
+            self._end_copy(None, None, None)
+            for column in new:
+                self.conn.execute(
+                    f"ALTER TABLE {self.partition.table.sql} ADD COLUMN {quote_ident(column)} text"
+                )
+                self.columns[column] = "text"
+            exact = _column_types(self.conn, self.partition.table.sql)
+            order = copy_order(list(dict.fromkeys([*self.order, *names])), exact)
+            if not all(exact.get(c) in BINARY_TYPES for c in order):
+                _copy_arrow(self.conn, self.partition.table.sql, iter([table]))
+                return
+            statement = (
+                f"COPY {self.partition.table.sql} ({', '.join(map(quote_ident, order))}) "
+                "FROM STDIN (FORMAT binary)"
+            )
+            cursor = self.conn.cursor()
+            opened = cursor.copy(statement)
+            self.copy = (cursor, opened, opened.__enter__())
+            if not self.copy_exit_pushed:  # left before the transaction, with its outcome
+                self.transaction.push(self._end_copy)
+                self.copy_exit_pushed = True
+            self.copy[2].write(SIGNATURE)
+            self.order, self.exact = order, exact
+        for column in self.order:
+            if column not in names:
+                table = table.append_column(column, pa.nulls(len(table), pa.string()))
+        self.copy[2].write(encode_rows(table, self.exact, self.order))
+
+    def _end_copy(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        """Finish the open ``COPY`` (or abort it, on an error); never swallows the error."""
+        if self.copy is not None:
+            cursor, opened, copy = self.copy
+            self.copy = None
+            try:
+                if exc_type is None:
+                    copy.write(TRAILER)
+                opened.__exit__(exc_type, exc, tb)
+            finally:
+                cursor.close()
+        return False
 
     def commit(self) -> int:
         if self.columns is None:  # no records: the day is emptied all the same
