@@ -14,8 +14,9 @@ decides exactly as before:
   unstorable record is found), so an encoding holding ``null`` is redone by the standard
   library; it refuses integers past 64 bits, non-text keys and deep nesting (redone too).
 
-Both write the same compact text (``{"a":1,"b":[1.5,"x"]}``), so a record's ``_record`` does
-not depend on which path encoded it.
+Both write compact text (``{"a":1,"b":[1.5,"x"]}``) and differ only in how a float's exponent
+is written (orjson ``1e-7``, the standard library ``1e-07``, the same number). Which path
+encodes a value depends on the value alone, so a given record always gets the same text.
 """
 
 from __future__ import annotations

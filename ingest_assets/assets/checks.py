@@ -30,7 +30,7 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
-from ingest_assets.assets.common import daily_partitions, partition_days
+from ingest_assets.assets.common import daily_partitions, partition_bounds, partition_days
 from ingest_assets.assets.datasets import (
     QUARANTINE_TABLE,
     count_by_day_source,
@@ -147,10 +147,9 @@ def schema_check(
 
     @dg.asset_check(**spec, required_resource_keys={"io_manager"})
     def _chunked_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        window = context.partition_time_window
         chunks = context.resources.io_manager.read_batches(
             TableRef.from_asset_key(key),
-            (window.start.date(), window.end.date()),
+            partition_bounds(context),
             None,
             [],
             CHUNK_ROWS,
@@ -178,11 +177,6 @@ def _days(context: dg.AssetCheckExecutionContext) -> list[pd.Timestamp]:
     return [pd.Timestamp(day) for day in partition_days(context)]
 
 
-def _bounds(context: dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date]:
-    days = partition_days(context)
-    return days[0], days[-1] + dt.timedelta(days=1)
-
-
 def conservation_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     """raw = valid + quarantined for one source, per partition date."""
 
@@ -204,7 +198,7 @@ def conservation_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         days = [day.date().isoformat() for day in _days(context)]
         warehouse = context.resources.io_manager
-        bounds = _bounds(context)
+        bounds = partition_bounds(context)
         raw = count_by_day_source(warehouse, [TableRef("raw", source.name)], bounds)
         valid = count_by_day_source(warehouse, [TableRef("cleaned", source.dataset)], bounds)
         quarantined = count_by_day_source(
@@ -262,7 +256,7 @@ def quarantine_rate_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     ) -> dg.AssetCheckResult:
         days = _days(context)
         raw = count_by_day_source(
-            context.resources.io_manager, [TableRef("raw", source.name)], _bounds(context)
+            context.resources.io_manager, [TableRef("raw", source.name)], partition_bounds(context)
         )
         totals = [raw.get((day.date().isoformat(), source.name), 0) for day in days]
         mine = quarantined[quarantined["source"] == source.name]

@@ -25,6 +25,13 @@ def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
     return days
 
 
+def partition_bounds(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    """The run's partition window as ``[first day, day after the last)``, as the warehouse
+    filters it."""
+    window = context.partition_time_window
+    return window.start.date(), window.end.date()
+
+
 def now_utc() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC").floor("us")
 

@@ -27,6 +27,7 @@ from ingest_assets.assets.common import (
     derived_asset,
     derived_automation_condition,
     now_utc,
+    partition_bounds,
     partition_days,
     timed,
 )
@@ -169,8 +170,7 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
         started = pd.Timestamp.now()
         warehouse: PartitionedTableIOManager = context.resources.io_manager
         at = now_utc()
-        window = context.partition_time_window
-        bounds = (window.start.date(), window.end.date())
+        bounds = partition_bounds(context)
         days = [d.isoformat() for d in partition_days(context)]
         split = DatasetSplit(dataset, context.run.run_id, at, steps.clean)
         quarantined: list[pd.DataFrame] = []
@@ -311,8 +311,7 @@ def build_dataset_assets(
         """The cleaned partition read in chunks of whole groups (``steps.group_by``), each
         chunk's features written as it is made: a day is never held whole."""
         warehouse: PartitionedTableIOManager = context.resources.io_manager
-        window = context.partition_time_window
-        bounds = (window.start.date(), window.end.date())
+        bounds = partition_bounds(context)
         cleaned = TableRef("cleaned", dataset)
         steps_run = StepLog()
         started = time.perf_counter()

@@ -51,7 +51,7 @@ import dagster as dg
 import pandas as pd
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from ingest_assets.assets.common import daily_partitions, derived_asset, now_utc
+from ingest_assets.assets.common import daily_partitions, derived_asset, now_utc, partition_bounds
 from ingest_assets.assets.datasets import quarantine_key
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality.history import (
@@ -183,8 +183,7 @@ def raw_copies(
     partitions are read in chunks and filtered, never held whole.
     """
     wanted = set(prior.loc[prior["status"] == QUARANTINED, "record"]) if len(prior) else set()
-    window = context.partition_time_window
-    bounds = (window.start.date(), window.end.date())
+    bounds = partition_bounds(context)
     parts = [pd.DataFrame({"partition_date": [], "source": [], "record": []})]
     if wanted:
         for source in sources:

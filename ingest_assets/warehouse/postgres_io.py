@@ -354,13 +354,10 @@ def _copy_arrow(conn: psycopg.Connection, target: str, parts: Iterator[pa.Table]
     """
     first = next(parts)
     names = [str(c) for c in first.schema.names]
-    exact = _column_types(conn, target)
-    if all(exact.get(c) in BINARY_TYPES for c in names):
-        order = copy_order(names, exact)
-        statement = (
-            f"COPY {target} ({', '.join(map(quote_ident, order))}) FROM STDIN (FORMAT binary)"
-        )
-        with conn.cursor() as cur, cur.copy(statement) as copy:
+    plan = _binary_plan(conn, target, names)
+    if plan is not None:
+        order, exact = plan
+        with conn.cursor() as cur, cur.copy(_copy_in(target, order, "binary")) as copy:
             copy.write(SIGNATURE)
             for data in _ahead(encode_rows(part, exact, order) for part in chain([first], parts)):
                 copy.write(data)
@@ -369,15 +366,28 @@ def _copy_arrow(conn: psycopg.Connection, target: str, parts: Iterator[pa.Table]
     options = pacsv.WriteOptions(include_header=False)
     with (
         conn.cursor() as cur,
-        cur.copy(
-            f"COPY {target} ({', '.join(map(quote_ident, names))}) FROM STDIN (FORMAT csv)"
-        ) as copy,
+        cur.copy(_copy_in(target, names, "csv")) as copy,
         pacsv.CSVWriter(_CopySink(copy), first.schema, write_options=options) as writer,
     ):
         writer.write_table(first)
         for part in _ahead(parts):
             # A slice of only NULLs may come out with another Arrow type; the text is the same.
             writer.write_table(part if part.schema == first.schema else part.cast(first.schema))
+
+
+def _binary_plan(
+    conn: psycopg.Connection, target: str, names: Sequence[str]
+) -> tuple[list[str], dict[str, str]] | None:
+    """(column order, exact column types) of a binary ``COPY`` of ``names`` into ``target``;
+    None when a column's type has no binary encoder here (then CSV)."""
+    exact = _column_types(conn, target)
+    if not all(exact.get(c) in BINARY_TYPES for c in names):
+        return None
+    return copy_order(names, exact), exact
+
+
+def _copy_in(target: str, columns: Sequence[str], form: str) -> str:
+    return f"COPY {target} ({', '.join(map(quote_ident, columns))}) FROM STDIN (FORMAT {form})"
 
 
 def _ahead(items: Iterator[_T]) -> Iterator[_T]:
@@ -645,7 +655,6 @@ class _CopyStage:
         self.rows = 0
         # The open COPY (cursor, its context, the Copy), its column order and their exact types.
         self.copy: tuple[Any, Any, Any] | None = None
-        self.copy_exit_pushed = False
         self.order: list[str] = []
         self.exact: dict[str, str] = {}
 
@@ -654,6 +663,8 @@ class _CopyStage:
         types = {**_RAW_TYPES, **{c: _RAW_TYPES.get(c, "text") for c in names}}
         columns = _ensure_columns(self.conn, part.table, types)
         self.transaction.enter_context(self.conn.transaction())
+        # The open COPY is left before the transaction, with its outcome (finished or aborted).
+        self.transaction.push(self._end_copy)
         day = (part.day, part.day + dt.timedelta(days=1))
         _lock_rows(self.conn, part.table, day)
         where, params = row_filter(day, None, "%s")
@@ -696,23 +707,16 @@ class _CopyStage:
                     f"ALTER TABLE {self.partition.table.sql} ADD COLUMN {quote_ident(column)} text"
                 )
                 self.columns[column] = "text"
-            exact = _column_types(self.conn, self.partition.table.sql)
-            order = copy_order(list(dict.fromkeys([*self.order, *names])), exact)
-            if not all(exact.get(c) in BINARY_TYPES for c in order):
-                _copy_arrow(self.conn, self.partition.table.sql, iter([table]))
+            target = self.partition.table.sql
+            plan = _binary_plan(self.conn, target, list(dict.fromkeys([*self.order, *names])))
+            if plan is None:
+                _copy_arrow(self.conn, target, iter([table]))
                 return
-            statement = (
-                f"COPY {self.partition.table.sql} ({', '.join(map(quote_ident, order))}) "
-                "FROM STDIN (FORMAT binary)"
-            )
+            self.order, self.exact = plan
             cursor = self.conn.cursor()
-            opened = cursor.copy(statement)
+            opened = cursor.copy(_copy_in(target, self.order, "binary"))
             self.copy = (cursor, opened, opened.__enter__())
-            if not self.copy_exit_pushed:  # left before the transaction, with its outcome
-                self.transaction.push(self._end_copy)
-                self.copy_exit_pushed = True
             self.copy[2].write(SIGNATURE)
-            self.order, self.exact = order, exact
         for column in self.order:
             if column not in names:
                 table = table.append_column(column, pa.nulls(len(table), pa.string()))
