@@ -13,8 +13,11 @@ from urllib.parse import parse_qs, urlparse
 import dagster as dg
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest_assets.quality.validate import to_float
+from ingest_assets.records.split import KeyRegistry
 from ingest_assets_tests.pg import pg_url_fixture, query  # noqa: F401
 from ingest_assets_tests.quality_fixtures import (  # noqa: F401
     QualityEnv,
@@ -253,6 +256,21 @@ def test_number_grammar() -> None:
     for bad in ("1_5", "１２", "٣", "NaN", "Infinity", "0x10", "1.", ".5", "1e", "--1"):
         with pytest.raises(ValueError):
             to_float(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), max_size=30), max_size=8))
+def test_key_registry_flags_exactly_the_keys_seen_before(chunks: list[list[int]]) -> None:
+    """A key repeats when any earlier row had it: earlier in its chunk or in any earlier chunk."""
+    registry, seen = KeyRegistry(), set()
+    for ids in chunks:
+        keys = pd.DataFrame({"partition_date": pd.Timestamp(DAY), "id": [str(i) for i in ids]})
+        expected = []
+        for i in ids:
+            expected.append(i in seen)
+            seen.add(i)
+        assert registry.repeats(keys).tolist() == expected
+    assert len(registry.seen) == len(seen)
 
 
 def test_a_failed_fetch_leaves_the_old_partition(quality_env: QualityEnv) -> None:
