@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from ingest_assets.assets import checks
+from ingest_assets.assets import datasets as dataset_assets
 from ingest_assets.quality.validate import SplitResult
 from ingest_assets.records.split import DatasetSplit
 from ingest_assets.transforms import datasets as transforms
@@ -126,18 +126,21 @@ def test_a_failing_cleaned_check_blocks_everything_downstream_in_the_run(
     assert not {"features__products", "metrics__products"} & started
 
 
-def test_the_cleaned_check_reads_in_chunks_and_catches_a_key_repeated_across_them(
+def test_the_cleaned_check_runs_on_the_written_chunks_and_catches_a_key_repeated_across_them(
     quality_env: QualityEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checks, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(dataset_assets, "SPLIT_CHUNK_ROWS", 7)
     split = DatasetSplit.split
+    chunks_seen: list[pd.DataFrame] = []
 
     def repeats_the_first(self, raw, source, mapping, records=None) -> SplitResult:
         result = split(self, raw, source, mapping, records)
-        if source == "partner_feed":
-            # The last valid row repeats the first one's key, many chunks later.
-            last = result.valid.iloc[:1].assign(title="Another lamp")
-            result.valid = pd.concat([result.valid, last], ignore_index=True)
+        if source == "partner_feed" and not result.valid.empty:
+            chunks_seen.append(result.valid)
+            if len(chunks_seen) == 2:
+                # The second chunk's last row repeats the key of the first chunk's first row.
+                again = chunks_seen[0].iloc[:1].assign(title="Another lamp")
+                result.valid = pd.concat([result.valid, again], ignore_index=True)
         return result
 
     monkeypatch.setattr(DatasetSplit, "split", repeats_the_first)

@@ -8,10 +8,11 @@ import json
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 import pytest
 from pandera.typing import Series
 
-from ingest_assets.assets.checks import model_rules, validate_frame
+from ingest_assets.assets.schema_checks import model_rules, validate_frame
 from ingest_assets.config import SourceConfig
 from ingest_assets.quality import schemas
 from ingest_assets.quality.chunked import SchemaRun
@@ -179,6 +180,27 @@ def test_a_key_repeated_in_a_later_chunk_breaks_the_model_unique_key() -> None:
         [first.iloc[:1], pd.concat([first.iloc[1:], again.iloc[1:]], ignore_index=True)]
     )
     assert run.by_check == {"(frame): multiple_fields_uniqueness": 2}
+
+
+def test_text_columns_get_the_verdict_of_object_columns() -> None:
+    """Arrow- or pandas-string columns skip Pandera's per-value str test (they hold only text);
+    the verdict is the same as for the same values as Python objects."""
+    frame = pd.concat(
+        [cleaned_frame(category="Home"), cleaned_frame(brand=None).assign(product_id=["3", "4"])],
+        ignore_index=True,
+    )
+    text = [c for c in frame.columns if frame[c].dtype == object]
+    verdicts = []
+    for dtype in (None, pd.ArrowDtype(pyarrow.string()), pd.StringDtype()):
+        typed = frame if dtype is None else frame.astype(dict.fromkeys(text, dtype))
+        run = SchemaRun.of(schemas.CleanedProducts).validate_all([typed.iloc[:2], typed.iloc[2:]])
+        verdicts.append((run.by_check, run.rows, run.failing_rows))
+    assert verdicts[0] == verdicts[1] == verdicts[2] == ({"category: lower_case": 1}, 4, 1)
+    # A value that is not text still fails the type test of an object column.
+    mixed = frame.assign(title=frame["title"].astype(object))
+    mixed.loc[3, "title"] = 7
+    run = SchemaRun.of(schemas.CleanedProducts).validate_all([mixed])
+    assert "title: dtype('str')" in run.by_check
 
 
 def test_the_rules_are_listed_from_the_model() -> None:

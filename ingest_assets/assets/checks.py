@@ -17,13 +17,14 @@ warns after ``freshness_warn_hours`` (sources.yaml) without a new materializatio
 Schema checks validate ``lazy=True`` and put the failure count per ``column: check``, the failing
 rows and a sample of failure cases (a table, with the rows' keys) into the check's metadata (the
 pudl pattern: schema → check factory). A failing blocking check stops everything downstream of
-``cleaned/`` in the same run; the other checks only report.
+``cleaned/`` in the same run; the other checks only report. The ``pandera_schema`` checks of
+``cleaned/`` and ``features/`` run inside the steps that write them (``assets.schema_checks``).
 """
 
 import datetime as dt
 import json
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -39,12 +40,15 @@ from ingest_assets.assets.datasets import (
 )
 from ingest_assets.assets.ingestion import latest_fetch_stats
 from ingest_assets.assets.metadata import table_model
+from ingest_assets.assets.schema_checks import (
+    IN_STEP_LAYERS,
+    sample_table,
+    schema_check_spec,
+    validate_frame,
+)
 from ingest_assets.config import SourceConfig
-from ingest_assets.quality.chunked import SchemaRun
 from ingest_assets.quality.drift import DriftReport, declared_fields
-from ingest_assets.warehouse.base import READ_CHUNK_ROWS
 from ingest_assets.warehouse.common import TableRef
-from ingest_assets.warehouse.preview import mask_secrets
 
 SAMPLE_ROWS = 10
 # A day with more than this share of its records quarantined is worth a look.
@@ -54,117 +58,34 @@ MIN_ROW_COUNT_RATIO = 0.5
 TRAILING_DAYS = 7
 
 
-def sample_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> dg.TableMetadataValue:
-    """Rows as a table in the UI (text cells, cut at 120 characters, secret values masked)."""
-
-    def cell(value: Any) -> str | None:
-        return None if value is None else mask_secrets(str(value))[:120]
-
-    return dg.MetadataValue.table(
-        records=[
-            dg.TableRecord({name: cell(v) for name, v in zip(header, row, strict=True)})
-            for row in rows
-        ],
-        schema=dg.TableSchema(columns=[dg.TableColumn(name, "string") for name in header]),
-    )
-
-
-def check_result(name: str, run: SchemaRun) -> dg.AssetCheckResult:
-    """A model's run over a table (see ``SchemaRun``) as a check result; failures are metadata."""
-    if run.passed:
-        return dg.AssetCheckResult(
-            passed=True,
-            description=f"{run.rows} rows satisfy {name}",
-            metadata={"rows_checked": run.rows, "failing_rows": 0, "failures": 0},
-        )
-    by_check = run.by_check
-    return dg.AssetCheckResult(
-        passed=False,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{run.failing_rows} of {run.rows} rows break {name}: "
-        + ", ".join(list(by_check)[:5]),
-        metadata={
-            "rows_checked": run.rows,
-            "failing_rows": run.failing_rows,
-            "failures": sum(by_check.values()),
-            "failures_by_check": dg.MetadataValue.json(by_check),
-            "sample": sample_table(["column", "check", "value", "row"], run.sample),
-        },
-    )
-
-
-def validate_frame(model: type[pa.DataFrameModel], df: pd.DataFrame) -> dg.AssetCheckResult:
-    """Run a Pandera model lazily over a frame; failures become metadata, never exceptions."""
-    return check_result(model.__name__, SchemaRun.of(model).validate_all([df]))
-
-
-def model_rules(model: type[pa.DataFrameModel]) -> dict[str, Any]:
-    """The rules of a model in words, shown with the check definition in the UI."""
-    schema = model.to_schema()
-    rules: dict[str, Any] = {}
-    for name, column in schema.columns.items():
-        parts = [str(column.dtype), "nullable" if column.nullable else "required"]
-        parts += [check.error or check.name for check in column.checks]
-        rules[name] = ", ".join(parts)
-    if schema.checks:
-        rules["(rows)"] = ", ".join(check.name for check in schema.checks)
-    if schema.unique:
-        rules["(unique)"] = ", ".join(schema.unique)
-    return rules
-
-
-# Layers whose tables are one row per record: their checks read the partition in chunks.
-CHUNKED_LAYERS = ("cleaned", "features")
-CHUNK_ROWS = READ_CHUNK_ROWS
-
-
 def schema_check(
     key: Sequence[str], model: type[pa.DataFrameModel], blocking: bool
 ) -> dg.AssetChecksDefinition:
-    """One check named ``pandera_schema`` validating the asset's partition (or range) with a model.
+    """One check named ``pandera_schema`` validating the asset's partition (or range) with a model,
+    as its own step: the table comes in as the asset's frame (the small tables: metrics,
+    quarantine). The tables of ``IN_STEP_LAYERS`` are checked inside their asset's step instead."""
+    spec = schema_check_spec(key, model, blocking)
 
-    A table of ``CHUNKED_LAYERS`` is read from the warehouse in chunks (``SchemaRun``), so a
-    day of millions of rows is never held whole; smaller tables come in as the asset's frame.
-    """
-    description = f"Every row of {'/'.join(key)} satisfies the Pandera model {model.__name__}" + (
-        " (blocking: a failure stops everything downstream in the run)." if blocking else "."
+    @dg.asset_check(
+        asset=spec.asset_key,
+        name=spec.name,
+        description=spec.description,
+        blocking=spec.blocking,
+        partitions_def=daily_partitions,
+        metadata=spec.metadata,
     )
-    spec: dict[str, Any] = {
-        "asset": dg.AssetKey(list(key)),
-        "name": "pandera_schema",
-        "description": description,
-        "blocking": blocking,
-        "partitions_def": daily_partitions,
-        "metadata": {"model": model.__name__, "rules": dg.MetadataValue.json(model_rules(model))},
-    }
-    if key[0] not in CHUNKED_LAYERS:
+    def _check(frame: pd.DataFrame) -> dg.AssetCheckResult:
+        return validate_frame(model, frame)
 
-        @dg.asset_check(**spec)
-        def _check(frame: pd.DataFrame) -> dg.AssetCheckResult:
-            return validate_frame(model, frame)
-
-        return _check
-
-    @dg.asset_check(**spec, required_resource_keys={"io_manager"})
-    def _chunked_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        chunks = context.resources.io_manager.read_batches(
-            TableRef.from_asset_key(key),
-            partition_bounds(context),
-            None,
-            [],
-            CHUNK_ROWS,
-        )
-        return check_result(model.__name__, SchemaRun.of(model).validate_all(chunks))
-
-    return _chunked_check
+    return _check
 
 
 def schema_checks(asset_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
-    """``pandera_schema`` on every asset whose table has a model; blocking on ``cleaned/``."""
+    """``pandera_schema`` on every asset whose table has a model and is not checked in-step."""
     return [
         schema_check(key.path, model, blocking=key.path[0] == "cleaned")
         for key in sorted(asset_keys, key=lambda k: k.path)
-        if (model := table_model(key)) is not None
+        if (model := table_model(key)) is not None and key.path[0] not in IN_STEP_LAYERS
     ]
 
 

@@ -32,11 +32,12 @@ from ingest_assets.assets.common import (
     timed,
 )
 from ingest_assets.assets.ingestion import ingestion_frame
+from ingest_assets.assets.schema_checks import ChunkCheck
 from ingest_assets.config import SourceConfig
 from ingest_assets.records.split import QUARANTINE_COLUMNS, DatasetSplit, SplitResult
 from ingest_assets.transforms.datasets import DATASETS
 from ingest_assets.transforms.steps import StepLog, group_chunks, recording
-from ingest_assets.warehouse.base import FrameStream, PartitionedTableIOManager
+from ingest_assets.warehouse.base import READ_CHUNK_ROWS, FrameStream, PartitionedTableIOManager
 from ingest_assets.warehouse.common import TableRef
 
 PRIMARY_KEYS = {
@@ -49,6 +50,8 @@ PRIMARY_KEYS = {
     ("metrics", "ingestion"): ["partition_date", "source"],
 }
 QUARANTINE_TABLE = "quarantine.records"
+# Rows of raw read per chunk of the split.
+SPLIT_CHUNK_ROWS = READ_CHUNK_ROWS
 INGESTION_TABLE = "metrics.ingestion"
 
 
@@ -85,6 +88,7 @@ def split_chunks(
         bounds,
         split.raw_columns(source.mapping),
         order_by=["partition_date", "_seq"],
+        chunk_rows=SPLIT_CHUNK_ROWS,
     )
     table = TableRef("raw", source.name)
 
@@ -163,6 +167,7 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
                 automation_condition=derived_automation_condition(),
             ),
         },
+        check_specs=[ChunkCheck(["cleaned", dataset]).spec],
         backfill_policy=dg.BackfillPolicy.single_run(),
         required_resource_keys={"io_manager"},
     )
@@ -173,6 +178,7 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
         bounds = partition_bounds(context)
         days = [d.isoformat() for d in partition_days(context)]
         split = DatasetSplit(dataset, context.run.run_id, at, steps.clean)
+        cleaned_check = ChunkCheck(["cleaned", dataset])
         quarantined: list[pd.DataFrame] = []
         per_source: dict[str, dict[str, int]] = {}
         missing = {
@@ -213,9 +219,11 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
             }
 
         yield dg.Output(
-            FrameStream(valid_chunks(), cleaned_metadata),
+            FrameStream(cleaned_check.watch(valid_chunks()), cleaned_metadata),
             output_name=_output_name(["cleaned", dataset]),
         )
+        # Every chunk was validated on its way to the warehouse: the blocking verdict.
+        yield cleaned_check.result()
         bad = pd.concat([empty.quarantined, *quarantined], ignore_index=True)[QUARANTINE_COLUMNS]
         bad["dataset"] = dataset
         yield dg.Output(
@@ -305,11 +313,12 @@ def build_dataset_assets(
         description=f"Engineered features of cleaned {dataset}.",
         group_name=dataset,
         metadata={"primary_key": PRIMARY_KEYS[("features", dataset)]},
+        check_specs=[ChunkCheck(["features", dataset]).spec],
         required_resource_keys={"io_manager"},
     )
-    def _features(context: dg.AssetExecutionContext) -> dg.Output[FrameStream]:
+    def _features(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
         """The cleaned partition read in chunks of whole groups (``steps.group_by``), each
-        chunk's features written as it is made: a day is never held whole."""
+        chunk's features validated and written as it is made: a day is never held whole."""
         warehouse: PartitionedTableIOManager = context.resources.io_manager
         bounds = partition_bounds(context)
         cleaned = TableRef("cleaned", dataset)
@@ -332,7 +341,9 @@ def build_dataset_assets(
                 "duration_s": round(time.perf_counter() - started, 3),
             }
 
-        return dg.Output(FrameStream(chunks(), metadata))
+        check = ChunkCheck(["features", dataset])
+        yield dg.Output(FrameStream(check.watch(chunks()), metadata))
+        yield check.result()
 
     @derived_asset(
         key=["metrics", dataset],

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
+import pyarrow
 
 from ingest_assets.records.split import KeyRegistry
 
@@ -35,6 +36,8 @@ class SchemaRun:
     # (column, check, failing value, the failing row's key)
     sample: list[tuple[str, str, Any, str]] = field(default_factory=list)
     keys: KeyRegistry = field(default_factory=KeyRegistry)
+    # The schema without the str type test of some columns (see _schema_for), by columns.
+    _variants: dict[frozenset[str], pa.DataFrameSchema] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, model: type[pa.DataFrameModel]) -> SchemaRun:
@@ -67,10 +70,31 @@ class SchemaRun:
 
     def _schema_cases(self, chunk: pd.DataFrame) -> pd.DataFrame | None:
         try:
-            self.schema.validate(chunk, lazy=True)
+            self._schema_for(chunk).validate(chunk, lazy=True)
         except pandera.errors.SchemaErrors as exc:
             return exc.failure_cases
         return None
+
+    def _schema_for(self, chunk: pd.DataFrame) -> pa.DataFrameSchema:
+        """The schema, without the ``str`` type test of columns whose dtype is text already.
+
+        Pandera tests ``str`` a value at a time (``isinstance`` through ``Series.map``: a fifth
+        of a large check). A column of a text dtype (Arrow or pandas strings) holds only
+        strings and nulls by construction, which is what that test accepts, so it is skipped
+        there and kept for every other column (e.g. an object column of mixed values).
+        """
+        text = frozenset(
+            name
+            for name, column in self.schema.columns.items()
+            if name in chunk.columns
+            and str(column.dtype) == "str"
+            and _holds_only_text(chunk[name].dtype)
+        )
+        if not text:
+            return self.schema
+        if text not in self._variants:
+            self._variants[text] = self.schema.update_columns({n: {"dtype": None} for n in text})
+        return self._variants[text]
 
     def _repeated_keys(self, chunk: pd.DataFrame) -> pd.DataFrame | None:
         """Rows whose key a row of an earlier chunk has (a repeat within the chunk is Pandera's)."""
@@ -118,3 +142,12 @@ def row_keys(df: pd.DataFrame, key: Sequence[str], index: Any) -> str:
     row = df.loc[int(index)]
     key = [k for k in key if k in df.columns]
     return ", ".join(f"{k}={row[k]}" for k in key) if key else str(index)
+
+
+def _holds_only_text(dtype: Any) -> bool:
+    """Whether a column of this dtype can only hold strings (and nulls)."""
+    if isinstance(dtype, pd.ArrowDtype):
+        return pyarrow.types.is_string(dtype.pyarrow_dtype) or pyarrow.types.is_large_string(
+            dtype.pyarrow_dtype
+        )
+    return isinstance(dtype, pd.StringDtype)
