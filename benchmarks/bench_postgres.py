@@ -6,6 +6,9 @@
 conversion); pandas ``to_sql`` is what people write by hand. Every load goes into an identical
 table (the IO manager's own: same columns, primary key and indexes), in a throw-away database.
 The IO manager comes from ``ingest_assets.warehouse.build_io_manager``, as Dagster uses it.
+The new-partition loads go into an empty table, so the IO manager drops the primary key and
+builds it after its COPY (``postgres_io.write_frame``), where ``\copy`` and ``to_sql`` keep
+it up row by row.
 
 - ``load_vs_psql_copy``: a new partition (empty table), rows/s;
 - ``replace_vs_psql_copy``: the same rows over the existing partition, against DELETE +

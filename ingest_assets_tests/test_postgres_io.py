@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from ingest_assets.records.encode import RawEncoder
-from ingest_assets.warehouse.base import StagedPartition
+from ingest_assets.warehouse.base import FrameStream, StagedPartition
 from ingest_assets.warehouse.common import TableRef, WarehouseError, normalize_loaded
 from ingest_assets.warehouse.duckdb_io import DuckDBPartitionedIOManager
 from ingest_assets.warehouse.postgres_io import PostgresPartitionedIOManager, redact_url
@@ -434,6 +435,197 @@ def test_materializing_twice_gives_an_identical_table(pg_url: str) -> None:
         selection=["titles"],
     )
     assert result.success
+
+
+FIRST_LOAD_KEY = {"primary_key": ["product_id", "partition_date"]}
+
+
+def keys_and_indexes(url: str) -> dict[str, list[tuple]]:
+    """shop.products' constraints, indexes and NOT NULL columns, as a rebuild must keep them."""
+    table = "'shop.products'::regclass"
+    return {
+        "constraints": query(
+            url,
+            "SELECT conname, contype, pg_get_constraintdef(oid), condeferrable, condeferred "
+            f"FROM pg_constraint WHERE conrelid = {table} ORDER BY conname",
+        ),
+        "indexes": query(
+            url,
+            "SELECT indexname, indexdef FROM pg_indexes "
+            "WHERE schemaname = 'shop' AND tablename = 'products' ORDER BY indexname",
+        ),
+        "not_null": query(
+            url,
+            f"SELECT attname FROM pg_attribute WHERE attrelid = {table} AND attnum > 0 "
+            "AND attnotnull AND NOT attisdropped ORDER BY attname",
+        ),
+    }
+
+
+def index_oids(url: str) -> set[int]:
+    """The oids of shop.products' indexes: new ones when the indexes were dropped and rebuilt."""
+    rows = query(
+        url, "SELECT indexrelid::int FROM pg_index WHERE indrelid = 'shop.products'::regclass"
+    )
+    return {oid for (oid,) in rows}
+
+
+def empty_products_table(url: str) -> dict[str, list[tuple]]:
+    """shop.products created by the IO manager, emptied, and given more to rebuild:
+    a UNIQUE constraint, a deferrable one, a partial index with storage parameters and an
+    expression index. Returns its keys and indexes."""
+    io = manager(url)
+    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", [0]))
+    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", []))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "ALTER TABLE shop.products ADD CONSTRAINT products_title_key "
+            "UNIQUE (partition_date, title)"
+        )
+        conn.execute(
+            "ALTER TABLE shop.products ADD CONSTRAINT products_sku UNIQUE (title, product_id) "
+            "DEFERRABLE INITIALLY DEFERRED"
+        )
+        conn.execute(
+            "CREATE INDEX products_cheap ON shop.products (price DESC NULLS LAST) "
+            "WITH (fillfactor = 70) WHERE price < 100"
+        )
+        conn.execute("CREATE INDEX ON shop.products (lower(title))")
+    before = keys_and_indexes(url)
+    assert primary_key(url, "shop", "products") == ["product_id", "partition_date"]
+    assert len(before["indexes"]) == 6  # the key, the partition_date index and the four above
+    return before
+
+
+def test_a_first_load_rebuilds_the_same_keys_and_indexes_after_the_copy(pg_url: str) -> None:
+    before = empty_products_table(pg_url)
+    oids = index_oids(pg_url)
+    # A stream (not held whole): its second chunk brings a new column, added mid-load.
+    chunks = iter(
+        [
+            products("2024-01-01", list(range(100))),
+            products("2024-01-01", list(range(100, 250))).assign(weight_kg=2.5),
+        ]
+    )
+    manager(pg_url).handle_output(output_context(metadata=FIRST_LOAD_KEY), FrameStream(chunks))
+
+    assert keys_and_indexes(pg_url) == before
+    assert not index_oids(pg_url) & oids  # every index was dropped and built again
+    assert query(pg_url, "SELECT count(*), count(weight_kg) FROM shop.products") == [(250, 150)]
+    # They work as before: the key refuses a duplicate.
+    with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate key value"):
+        query(pg_url, "INSERT INTO shop.products SELECT * FROM shop.products LIMIT 1")
+
+
+def test_duplicates_in_a_first_load_fail_naming_table_and_key(pg_url: str) -> None:
+    before = empty_products_table(pg_url)
+    duplicated = products("2024-01-01", [1, 2, 3, 2])
+    duplicated["title"] = [f"item {i}" for i in range(4)]  # only the primary key is broken
+
+    with pytest.raises(WarehouseError) as caught:
+        manager(pg_url).handle_output(output_context(metadata=FIRST_LOAD_KEY), duplicated)
+
+    message = str(caught.value)
+    assert "shop.products" in message
+    assert "PRIMARY KEY (product_id, partition_date)" in message
+    assert "Key (product_id, partition_date)=(p2, 2024-01-01) is duplicated" in message
+    assert isinstance(caught.value.__cause__, psycopg.errors.UniqueViolation)
+    # Rolled back: the key and indexes are there, and no row.
+    assert keys_and_indexes(pg_url) == before
+    assert primary_key(pg_url, "shop", "products") == ["product_id", "partition_date"]
+    assert query(pg_url, "SELECT count(*) FROM shop.products") == [(0,)]
+
+
+def test_a_first_load_failing_mid_stream_keeps_the_keys_and_no_rows(pg_url: str) -> None:
+    before = empty_products_table(pg_url)
+
+    def chunks():
+        yield products("2024-01-01", [1, 2])
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError, match="the source broke"):
+        manager(pg_url).handle_output(
+            output_context(metadata=FIRST_LOAD_KEY), FrameStream(chunks())
+        )
+    assert keys_and_indexes(pg_url) == before
+    assert query(pg_url, "SELECT count(*) FROM shop.products") == [(0,)]
+
+
+def test_a_load_into_a_table_with_rows_keeps_its_indexes(pg_url: str) -> None:
+    io = manager(pg_url)
+    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", [1, 2]))
+    before, oids = keys_and_indexes(pg_url), index_oids(pg_url)
+
+    io.handle_output(
+        output_context("2024-01-02", metadata=FIRST_LOAD_KEY), products("2024-01-02", [1, 2, 3])
+    )
+    io.handle_output(
+        output_context("2024-01-01", metadata=FIRST_LOAD_KEY), products("2024-01-01", [5], "v2")
+    )
+
+    assert keys_and_indexes(pg_url) == before and index_oids(pg_url) == oids  # not rebuilt
+    assert rows_by_day(pg_url) == {
+        "2024-01-01": [("p5", "v2 item 5")],
+        "2024-01-02": [("p1", "v1 item 1"), ("p2", "v1 item 2"), ("p3", "v1 item 3")],
+    }
+    # Duplicates still fail, as before, in the COPY.
+    with pytest.raises(psycopg.errors.UniqueViolation, match="products_pkey"):
+        io.handle_output(
+            output_context("2024-01-03", metadata=FIRST_LOAD_KEY), products("2024-01-03", [1, 1])
+        )
+
+
+def test_a_first_load_keeps_a_key_that_a_foreign_key_references(pg_url: str) -> None:
+    io = manager(pg_url)
+    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", [0]))
+    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", []))
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE shop.orders (product_id text, partition_date date, "
+            "FOREIGN KEY (product_id, partition_date) REFERENCES shop.products)"
+        )
+    before, oids = keys_and_indexes(pg_url), index_oids(pg_url)
+
+    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", [1, 2]))
+
+    assert keys_and_indexes(pg_url) == before and index_oids(pg_url) == oids
+    assert len(rows_by_day(pg_url)["2024-01-01"]) == 2
+
+
+def test_a_first_load_holds_off_other_writers_and_readers_until_it_commits(pg_url: str) -> None:
+    empty_products_table(pg_url)
+    loading, release = threading.Event(), threading.Event()
+
+    def first_load():
+        yield products("2024-01-01", [1, 2])
+        loading.set()  # the first chunk is copied; the transaction stays open
+        assert release.wait(60)
+
+    io = manager(pg_url)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(
+            io.handle_output, output_context(metadata=FIRST_LOAD_KEY), FrameStream(first_load())
+        )
+        assert loading.wait(60)
+        other = pool.submit(
+            io.handle_output,
+            output_context("2024-01-02", metadata=FIRST_LOAD_KEY),
+            products("2024-01-02", [3]),
+        )
+        time.sleep(0.5)
+        assert not other.done()  # the other day's writer waits
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                conn.execute("SELECT count(*) FROM shop.products")  # and so does a reader
+        release.set()
+        first.result(timeout=60)
+        other.result(timeout=60)
+    assert rows_by_day(pg_url) == {
+        "2024-01-01": [("p1", "v1 item 1"), ("p2", "v1 item 2")],
+        "2024-01-02": [("p3", "v1 item 3")],
+    }
+    assert primary_key(pg_url, "shop", "products") == ["product_id", "partition_date"]
 
 
 def test_concurrent_writers_neither_collide_nor_duplicate(pg_url: str) -> None:
