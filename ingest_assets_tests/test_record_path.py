@@ -3,6 +3,7 @@ measured counts, and the same verdicts on DuckDB and PostgreSQL."""
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from ingest_assets.quality.validate import to_float
 from ingest_assets.records.split import KeyRegistry
+from ingest_assets.records.stream import GC_YOUNG_THRESHOLD, fewer_collections
 from ingest_assets_tests.pg import pg_url_fixture, query  # noqa: F401
 from ingest_assets_tests.quality_fixtures import (  # noqa: F401
     QualityEnv,
@@ -271,6 +273,14 @@ def test_key_registry_flags_exactly_the_keys_seen_before(chunks: list[list[int]]
             seen.add(i)
         assert registry.repeats(keys).tolist() == expected
     assert len(registry.seen) == len(seen)
+
+
+def test_the_collector_tuning_of_a_stream_is_undone_even_when_it_fails() -> None:
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), fewer_collections():
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD and gc.get_freeze_count() > 0
+        raise RuntimeError("the fetch failed")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 def test_a_failed_fetch_leaves_the_old_partition(quality_env: QualityEnv) -> None:
