@@ -551,6 +551,29 @@ def test_a_first_load_failing_mid_stream_keeps_the_keys_and_no_rows(pg_url: str)
     assert query(pg_url, "SELECT count(*) FROM shop.products") == [(0,)]
 
 
+def test_a_stream_made_while_the_last_chunk_is_stored_fails_whole(pg_url: str) -> None:
+    """The chunks after the first are made in a worker thread while the server stores the one
+    before: they arrive in order, and an error there fails the load and keeps the old day."""
+    io = manager(pg_url)
+    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", [1, 2]))
+    made: list[str] = []
+
+    def chunks(fail: bool):
+        for ids in ([3], [4, 5], [6]):
+            made.append(threading.current_thread().name)
+            yield products("2024-01-01", ids, "v2")
+        if fail:
+            raise RuntimeError("the split broke")
+
+    with pytest.raises(RuntimeError, match="the split broke"):
+        io.handle_output(output_context(metadata=FIRST_LOAD_KEY), FrameStream(chunks(True)))
+    assert rows_by_day(pg_url) == {"2024-01-01": [("p1", "v1 item 1"), ("p2", "v1 item 2")]}
+    assert any(name != threading.current_thread().name for name in made)
+
+    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), FrameStream(chunks(False)))
+    assert rows_by_day(pg_url) == {"2024-01-01": [(f"p{i}", f"v2 item {i}") for i in (3, 4, 5, 6)]}
+
+
 def test_a_load_into_a_table_with_rows_keeps_its_indexes(pg_url: str) -> None:
     io = manager(pg_url)
     io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", [1, 2]))

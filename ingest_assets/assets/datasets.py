@@ -325,15 +325,20 @@ def build_dataset_assets(
         steps_run = StepLog()
         started = time.perf_counter()
 
+        def features(frame: pd.DataFrame) -> pd.DataFrame:
+            # Recorded call by call: the IO manager may ask for the next chunk from a worker
+            # thread (another context) while it stores this one.
+            with recording(steps_run):
+                return steps.features(frame)
+
         def chunks() -> Iterator[pd.DataFrame]:
             # An empty window first: the table and its columns exist even for a day of no rows.
-            with recording(steps_run):
-                yield steps.features(warehouse.read(cleaned, (bounds[0], bounds[0]), None))
-                batches = warehouse.read_batches(
-                    cleaned, bounds, None, order_by=[*steps.group_by, *steps.sort_by]
-                )
-                for chunk in group_chunks(batches, steps.group_by):
-                    yield steps.features(chunk)
+            yield features(warehouse.read(cleaned, (bounds[0], bounds[0]), None))
+            batches = warehouse.read_batches(
+                cleaned, bounds, None, order_by=[*steps.group_by, *steps.sort_by]
+            )
+            for chunk in group_chunks(batches, steps.group_by):
+                yield features(chunk)
 
         def metadata() -> dict[str, Any]:
             return {

@@ -462,6 +462,10 @@ def write_frame(
         return
     types = _prepare(conn, table, first, bounds, json_columns, primary_key, scope)
     target = table.sql
+    if not isinstance(df, pd.DataFrame):
+        # A stream's next frame is made (read, split, validated...) in a worker thread while
+        # the server stores this one: the two overlap instead of taking turns.
+        frames = _ahead(frames)
     with conn.transaction():
         _lock_rows(conn, table, bounds)
         if bounds is None and primary_key:
