@@ -1,6 +1,7 @@
 """The embedded warehouse: partition replace in one transaction, schema evolution, clear errors."""
 
 import datetime as dt
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -116,6 +117,28 @@ def test_a_failing_insert_rolls_back_the_delete(tmp_path: Path) -> None:
         with pytest.raises(duckdb.ConstraintException):
             write_frame(con, TABLE, frame(D1, [500]), day(D1))
         assert sorted(read_frame(con, TABLE, day(D1))["id"].tolist()) == [1, 2]
+
+
+def test_a_stream_made_while_the_last_chunk_is_stored_fails_whole(tmp_path: Path) -> None:
+    """The chunks after the first are made in a worker thread while DuckDB stores the one
+    before: they arrive in order, and an error there rolls the whole day back."""
+    made: list[str] = []
+
+    def chunks(fail: bool):
+        for ids in ([3], [4, 5], [6]):
+            made.append(threading.current_thread().name)
+            yield frame(D1, ids)
+        if fail:
+            raise RuntimeError("the split broke")
+
+    with connect(str(tmp_path / "w.duckdb")) as con:
+        write_frame(con, TABLE, frame(D1, [1, 2]), day(D1))
+        with pytest.raises(RuntimeError, match="the split broke"):
+            write_frame(con, TABLE, chunks(True), day(D1))
+        assert sorted(read_frame(con, TABLE, day(D1))["id"].tolist()) == [1, 2]
+        assert any(name != threading.current_thread().name for name in made)
+        write_frame(con, TABLE, chunks(False), day(D1))
+        assert sorted(read_frame(con, TABLE, day(D1))["id"].tolist()) == [3, 4, 5, 6]
 
 
 def test_missing_table_and_column_errors(tmp_path: Path) -> None:

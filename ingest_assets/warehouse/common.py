@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pandas as pd
 from pandas.api import types as ptypes
@@ -264,3 +266,21 @@ def loaded_frame(arrow: object) -> pd.DataFrame:
     for name, values in special.items():
         df[name] = values.array
     return normalize_loaded(df[names])
+
+
+_T = TypeVar("_T")
+_END: Any = object()
+
+
+def made_ahead(items: Iterator[_T]) -> Iterator[_T]:
+    """``items``, each made in a worker thread while the caller consumes the one before.
+
+    A writer consuming a stream of chunks stores one (the server's or DuckDB's work, without
+    the GIL) while the next is read, split and validated: the two overlap instead of taking
+    turns, with one chunk in flight. An error making an item is raised here, in order.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="ingest-ahead") as pool:
+        pending = pool.submit(next, items, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, items, _END)
+            yield item

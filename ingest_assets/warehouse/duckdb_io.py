@@ -29,6 +29,7 @@ from ingest_assets.warehouse.common import (
     check_scope,
     loaded_frame,
     logical_types,
+    made_ahead,
     quote_ident,
     require_readable,
     row_filter,
@@ -88,7 +89,8 @@ def write_frame(
 ) -> None:
     """Replace the rows of ``bounds`` (or the whole table) within ``scope`` by ``df`` (a frame,
     or frames written one after the other), in one transaction."""
-    frames = [df] if isinstance(df, pd.DataFrame) else df
+    # A stream's next frame is made in a worker thread while DuckDB stores this one.
+    frames = [df] if isinstance(df, pd.DataFrame) else made_ahead(iter(df))
     con.execute("BEGIN TRANSACTION")
     try:
         deleted = False

@@ -30,10 +30,9 @@ import json
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from itertools import chain
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import pandas as pd
@@ -56,6 +55,7 @@ from ingest_assets.warehouse.common import (
     check_scope,
     loaded_frame,
     logical_types,
+    made_ahead,
     quote_ident,
     redact_url,
     require_readable,
@@ -107,7 +107,6 @@ _ARROW_TYPES = {
     "boolean": pa.bool_(),
 }
 _CSV_BATCH_ROWS = 50_000
-_T = TypeVar("_T")
 # One lock for all schema changes: concurrent "CREATE SCHEMA/TABLE IF NOT EXISTS" race otherwise.
 _DDL_LOCK = 0x696E67657374  # "ingest"
 
@@ -361,7 +360,9 @@ def _copy_arrow(conn: psycopg.Connection, target: str, parts: Iterator[pa.Table]
         order, exact = plan
         with conn.cursor() as cur, cur.copy(_copy_in(target, order, "binary")) as copy:
             copy.write(SIGNATURE)
-            for data in _ahead(encode_rows(part, exact, order) for part in chain([first], parts)):
+            for data in made_ahead(
+                encode_rows(part, exact, order) for part in chain([first], parts)
+            ):
                 copy.write(data)
             copy.write(TRAILER)
         return
@@ -372,7 +373,7 @@ def _copy_arrow(conn: psycopg.Connection, target: str, parts: Iterator[pa.Table]
         pacsv.CSVWriter(_CopySink(copy), first.schema, write_options=options) as writer,
     ):
         writer.write_table(first)
-        for part in _ahead(parts):
+        for part in made_ahead(parts):
             # A slice of only NULLs may come out with another Arrow type; the text is the same.
             writer.write_table(part if part.schema == first.schema else part.cast(first.schema))
 
@@ -390,18 +391,6 @@ def _binary_plan(
 
 def _copy_in(target: str, columns: Sequence[str], form: str) -> str:
     return f"COPY {target} ({', '.join(map(quote_ident, columns))}) FROM STDIN (FORMAT {form})"
-
-
-def _ahead(items: Iterator[_T]) -> Iterator[_T]:
-    """``items``, each produced in a worker thread while the caller consumes the one before."""
-    with ThreadPoolExecutor(1, thread_name_prefix="ingest-copy") as pool:
-        pending = pool.submit(next, items, _END)
-        while (item := pending.result()) is not _END:
-            pending = pool.submit(next, items, _END)
-            yield item
-
-
-_END: Any = object()
 
 
 def _column_types(conn: psycopg.Connection, target: str) -> dict[str, str]:
@@ -465,7 +454,7 @@ def write_frame(
     if not isinstance(df, pd.DataFrame):
         # A stream's next frame is made (read, split, validated...) in a worker thread while
         # the server stores this one: the two overlap instead of taking turns.
-        frames = _ahead(frames)
+        frames = made_ahead(frames)
     with conn.transaction():
         _lock_rows(conn, table, bounds)
         if bounds is None and primary_key:
