@@ -340,6 +340,11 @@ def test_unpartitioned_with_primary_key_upserts(pg_url: str) -> None:
     rows = query(pg_url, "SELECT product_id, title FROM shop.products ORDER BY 1")
     assert rows == [("p1", "v1 item 1"), ("p2", "v2 item 2"), ("p3", "v2 item 3")]
     assert len(io.load_input(input_context(None))) == 3
+    # Rows repeating a key among themselves: a clear error, and the table as it was.
+    twice = products("2024-01-01", [4, 4], label="v3").drop(columns=["partition_date"])
+    with pytest.raises(WarehouseError, match=r"shop\.products: .*repeat a primary key"):
+        io.handle_output(output_context(None, metadata=metadata), twice)
+    assert query(pg_url, "SELECT product_id, title FROM shop.products ORDER BY 1") == rows
 
 
 def test_unpartitioned_without_key_replaces_the_table(pg_url: str) -> None:
@@ -591,11 +596,13 @@ def test_a_load_into_a_table_with_rows_keeps_its_indexes(pg_url: str) -> None:
         "2024-01-01": [("p5", "v2 item 5")],
         "2024-01-02": [("p1", "v1 item 1"), ("p2", "v1 item 2"), ("p3", "v1 item 3")],
     }
-    # Duplicates still fail, as before, in the COPY.
-    with pytest.raises(psycopg.errors.UniqueViolation, match="products_pkey"):
+    # Duplicates fail in the COPY, said as a first load says them, and nothing is written.
+    with pytest.raises(WarehouseError, match=r"shop\.products: .*products_pkey.*p1") as caught:
         io.handle_output(
             output_context("2024-01-03", metadata=FIRST_LOAD_KEY), products("2024-01-03", [1, 1])
         )
+    assert isinstance(caught.value.__cause__, psycopg.errors.UniqueViolation)
+    assert "2024-01-03" not in rows_by_day(pg_url)
 
 
 def test_a_first_load_keeps_a_key_that_a_foreign_key_references(pg_url: str) -> None:

@@ -416,7 +416,8 @@ def _lock_rows(conn: psycopg.Connection, table: TableRef, bounds: tuple | None) 
         conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", [key])
     else:
         conn.execute(
-            "SELECT pg_advisory_xact_lock(%s::int, d) FROM generate_series(%s::int, %s::int - 1) AS d",
+            "SELECT pg_advisory_xact_lock(%s::int, d) "
+            "FROM generate_series(%s::int, %s::int - 1) AS d",
             [key, bounds[0].toordinal(), bounds[1].toordinal()],
         )
 
@@ -455,33 +456,46 @@ def write_frame(
         # A stream's next frame is made (read, split, validated...) in a worker thread while
         # the server stores this one: the two overlap instead of taking turns.
         frames = made_ahead(frames)
-    with conn.transaction():
-        _lock_rows(conn, table, bounds)
-        if bounds is None and primary_key:
+    try:
+        with conn.transaction():
+            _lock_rows(conn, table, bounds)
+            if bounds is None and primary_key:
+                if not first.empty:
+                    _upsert(conn, table, first, types, list(primary_key))
+                for frame in frames:
+                    types = _prepare(conn, table, frame, bounds, json_columns, primary_key, scope)
+                    if not frame.empty:
+                        _upsert(conn, table, frame, types, list(primary_key))
+                return
+            # Only a partition's replacement, and only when there are rows to load: an empty frame
+            # would rebuild the indexes for nothing (later frames of a stream cannot be known yet).
+            rebuild = None
+            if bounds is not None and not first.empty:
+                rebuild = _drop_indexes_if_empty(conn, table)
+            if rebuild is None:
+                where, params = row_filter(bounds, scope, "%s")
+                conn.execute(f"DELETE FROM {target}{where}", params)
             if not first.empty:
-                _upsert(conn, table, first, types, list(primary_key))
+                _copy_into(conn, target, first, types)
             for frame in frames:
+                # A later chunk's new column is added inside this transaction (a savepoint).
                 types = _prepare(conn, table, frame, bounds, json_columns, primary_key, scope)
                 if not frame.empty:
-                    _upsert(conn, table, frame, types, list(primary_key))
-            return
-        # Only a partition's replacement, and only when there are rows to load: an empty frame
-        # would rebuild the indexes for nothing (later frames of a stream cannot be known yet).
-        rebuild = None
-        if bounds is not None and not first.empty:
-            rebuild = _drop_indexes_if_empty(conn, table)
-        if rebuild is None:
-            where, params = row_filter(bounds, scope, "%s")
-            conn.execute(f"DELETE FROM {target}{where}", params)
-        if not first.empty:
-            _copy_into(conn, target, first, types)
-        for frame in frames:
-            # A later chunk's new column is added inside this transaction (a savepoint).
-            types = _prepare(conn, table, frame, bounds, json_columns, primary_key, scope)
-            if not frame.empty:
-                _copy_into(conn, target, frame, types)
-        if rebuild is not None:
-            _rebuild_indexes(conn, table, rebuild)
+                    _copy_into(conn, target, frame, types)
+            if rebuild is not None:
+                _rebuild_indexes(conn, table, rebuild)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation) as exc:
+        # Rolled back: the day is as it was. Said as the first load says it (_rebuild_indexes).
+        detail = exc.diag.message_detail or exc.diag.message_primary
+        raise WarehouseError(
+            f"{table}: the rows loaded break its key (constraint {exc.diag.constraint_name}): "
+            f"{detail} Nothing was written."
+        ) from exc
+    except psycopg.errors.CardinalityViolation as exc:
+        raise WarehouseError(
+            f"{table}: the rows to upsert repeat a primary key {list(primary_key)}: "
+            f"{exc.diag.message_primary} Nothing was written."
+        ) from exc
 
 
 class _KeepIndexes(Exception):
