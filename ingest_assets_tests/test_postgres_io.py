@@ -475,13 +475,20 @@ def index_oids(url: str) -> set[int]:
     return {oid for (oid,) in rows}
 
 
-def empty_products_table(url: str) -> dict[str, list[tuple]]:
-    """shop.products created by the IO manager, emptied, and given more to rebuild:
-    a UNIQUE constraint, a deferrable one, a partial index with storage parameters and an
-    expression index. Returns its keys and indexes."""
+def emptied_products_table(url: str) -> PostgresPartitionedIOManager:
+    """shop.products created by the IO manager (with its primary key), then emptied; returns
+    the IO manager."""
     io = manager(url)
     io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", [0]))
     io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", []))
+    return io
+
+
+def empty_products_table(url: str) -> dict[str, list[tuple]]:
+    """``emptied_products_table`` given more to rebuild: a UNIQUE constraint, a deferrable
+    one, a partial index with storage parameters and an expression index. Returns its keys
+    and indexes."""
+    emptied_products_table(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "ALTER TABLE shop.products ADD CONSTRAINT products_title_key "
@@ -606,9 +613,7 @@ def test_a_load_into_a_table_with_rows_keeps_its_indexes(pg_url: str) -> None:
 
 
 def test_a_first_load_keeps_a_key_that_a_foreign_key_references(pg_url: str) -> None:
-    io = manager(pg_url)
-    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", [0]))
-    io.handle_output(output_context(metadata=FIRST_LOAD_KEY), products("2024-01-01", []))
+    io = emptied_products_table(pg_url)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE shop.orders (product_id text, partition_date date, "

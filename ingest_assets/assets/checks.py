@@ -29,7 +29,6 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-import pandera.pandas as pa
 
 from ingest_assets.assets.common import daily_partitions, partition_bounds, partition_days
 from ingest_assets.assets.datasets import (
@@ -42,6 +41,7 @@ from ingest_assets.assets.ingestion import latest_fetch_stats
 from ingest_assets.assets.metadata import table_model
 from ingest_assets.assets.schema_checks import (
     IN_STEP_LAYERS,
+    checked_model,
     sample_table,
     schema_check_spec,
     validate_frame,
@@ -58,20 +58,19 @@ MIN_ROW_COUNT_RATIO = 0.5
 TRAILING_DAYS = 7
 
 
-def schema_check(
-    key: Sequence[str], model: type[pa.DataFrameModel], blocking: bool
-) -> dg.AssetChecksDefinition:
-    """One check named ``pandera_schema`` validating the asset's partition (or range) with a model,
-    as its own step: the table comes in as the asset's frame (the small tables: metrics,
+def schema_check(key: Sequence[str]) -> dg.AssetChecksDefinition:
+    """One check named ``pandera_schema`` validating the asset's partition (or range) with its
+    model, as its own step: the table comes in as the asset's frame (the small tables: metrics,
     quarantine). The tables of ``IN_STEP_LAYERS`` are checked inside their asset's step instead."""
-    spec = schema_check_spec(key, model, blocking)
+    spec = schema_check_spec(key)
+    model = checked_model(spec.asset_key)
 
     @dg.asset_check(
         asset=spec.asset_key,
         name=spec.name,
         description=spec.description,
         blocking=spec.blocking,
-        partitions_def=daily_partitions,
+        partitions_def=spec.partitions_def,
         metadata=spec.metadata,
     )
     def _check(frame: pd.DataFrame) -> dg.AssetCheckResult:
@@ -83,9 +82,9 @@ def schema_check(
 def schema_checks(asset_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
     """``pandera_schema`` on every asset whose table has a model and is not checked in-step."""
     return [
-        schema_check(key.path, model, blocking=key.path[0] == "cleaned")
+        schema_check(key.path)
         for key in sorted(asset_keys, key=lambda k: k.path)
-        if (model := table_model(key)) is not None and key.path[0] not in IN_STEP_LAYERS
+        if table_model(key) is not None and key.path[0] not in IN_STEP_LAYERS
     ]
 
 

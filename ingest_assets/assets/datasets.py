@@ -32,7 +32,7 @@ from ingest_assets.assets.common import (
     timed,
 )
 from ingest_assets.assets.ingestion import ingestion_frame
-from ingest_assets.assets.schema_checks import ChunkCheck
+from ingest_assets.assets.schema_checks import ChunkCheck, schema_check_spec
 from ingest_assets.config import SourceConfig
 from ingest_assets.records.split import QUARANTINE_COLUMNS, DatasetSplit, SplitResult
 from ingest_assets.transforms.datasets import DATASETS
@@ -167,7 +167,7 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
                 automation_condition=derived_automation_condition(),
             ),
         },
-        check_specs=[ChunkCheck(["cleaned", dataset]).spec],
+        check_specs=[schema_check_spec(["cleaned", dataset])],
         backfill_policy=dg.BackfillPolicy.single_run(),
         required_resource_keys={"io_manager"},
     )
@@ -313,7 +313,7 @@ def build_dataset_assets(
         description=f"Engineered features of cleaned {dataset}.",
         group_name=dataset,
         metadata={"primary_key": PRIMARY_KEYS[("features", dataset)]},
-        check_specs=[ChunkCheck(["features", dataset]).spec],
+        check_specs=[schema_check_spec(["features", dataset])],
         required_resource_keys={"io_manager"},
     )
     def _features(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:

@@ -96,16 +96,26 @@ def model_rules(model: type[pa.DataFrameModel]) -> dict[str, Any]:
     return rules
 
 
-def schema_check_spec(
-    key: Sequence[str], model: type[pa.DataFrameModel], blocking: bool
-) -> dg.AssetCheckSpec:
-    """The ``pandera_schema`` check of an asset: its name, words, rules and blocking."""
+def checked_model(key: dg.AssetKey) -> type[pa.DataFrameModel]:
+    """The Pandera model a ``pandera_schema`` check of ``key`` validates with."""
+    model = table_model(key)
+    if model is None:
+        raise ValueError(f"{key.to_user_string()} has no Pandera model")
+    return model
+
+
+def schema_check_spec(key: Sequence[str]) -> dg.AssetCheckSpec:
+    """The ``pandera_schema`` check of an asset: its name, words, rules and blocking (on
+    ``cleaned/``, whose invalid rows must not reach anything downstream)."""
+    asset = dg.AssetKey(list(key))
+    model = checked_model(asset)
+    blocking = key[0] == "cleaned"
     description = f"Every row of {'/'.join(key)} satisfies the Pandera model {model.__name__}" + (
         " (blocking: a failure stops everything downstream in the run)." if blocking else "."
     )
     return dg.AssetCheckSpec(
         CHECK_NAME,
-        asset=dg.AssetKey(list(key)),
+        asset=asset,
         description=description,
         blocking=blocking,
         partitions_def=daily_partitions,
@@ -122,15 +132,8 @@ class ChunkCheck:
 
     def __init__(self, key: Sequence[str]) -> None:
         self.key = dg.AssetKey(list(key))
-        model = table_model(self.key)
-        if model is None:
-            raise ValueError(f"{self.key.to_user_string()} has no Pandera model")
-        self.model = model
-        self.run = SchemaRun.of(model)
-
-    @property
-    def spec(self) -> dg.AssetCheckSpec:
-        return schema_check_spec(self.key.path, self.model, blocking=self.key.path[0] == "cleaned")
+        self.model = checked_model(self.key)
+        self.run = SchemaRun.of(self.model)
 
     def watch(self, chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for chunk in chunks:

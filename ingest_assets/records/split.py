@@ -138,8 +138,8 @@ def row_rules(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
     """The schema's rules as the split applies them to each record: its checks and
     nullability, not its uniqueness (reported as ``duplicate``, across chunks) and not its
     column types, which the coercers built from those same types (``coercer_for``) and which
-    the blocking check of ``cleaned/`` verifies on every chunk the split writes. So the rules may run on
-    Arrow-backed text, in Arrow, instead of a Python call per value."""
+    the blocking check of ``cleaned/`` verifies on every chunk the split writes. So the rules
+    may run on Arrow-backed text, in Arrow, instead of a Python call per value."""
     rules = schema.update_columns({name: {"dtype": None} for name in schema.columns})
     rules.unique = None
     return rules

@@ -485,12 +485,8 @@ def write_frame(
             if rebuild is not None:
                 _rebuild_indexes(conn, table, rebuild)
     except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation) as exc:
-        # Rolled back: the day is as it was. Said as the first load says it (_rebuild_indexes).
-        detail = exc.diag.message_detail or exc.diag.message_primary
-        raise WarehouseError(
-            f"{table}: the rows loaded break its key (constraint {exc.diag.constraint_name}): "
-            f"{detail} Nothing was written."
-        ) from exc
+        # Rolled back: the day is as it was.
+        raise _key_error(table, f"key (constraint {exc.diag.constraint_name})", exc) from exc
     except psycopg.errors.CardinalityViolation as exc:
         raise WarehouseError(
             f"{table}: the rows to upsert repeat a primary key {list(primary_key)}: "
@@ -596,10 +592,16 @@ def _rebuild_indexes(
         try:
             conn.execute(statement)
         except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation) as exc:
-            detail = exc.diag.message_detail or exc.diag.message_primary
-            raise WarehouseError(
-                f"{table}: the rows loaded break its {what}: {detail} Nothing was written."
-            ) from exc
+            raise _key_error(table, what, exc) from exc
+
+
+def _key_error(table: TableRef, what: str, exc: psycopg.Error) -> WarehouseError:
+    """Rows that break a unique key or exclusion constraint, said naming the table, the key
+    (``what``) and the server's detail (the key's value)."""
+    detail = exc.diag.message_detail or exc.diag.message_primary
+    return WarehouseError(
+        f"{table}: the rows loaded break its {what}: {detail} Nothing was written."
+    )
 
 
 def _prepare(
