@@ -1,6 +1,9 @@
 """Typed configuration: ``sources.yaml`` parsed into models once, at definitions load time.
 
-A bad file fails loading with a message that names the file, the source and the field.
+A bad file fails loading with a message that names the file, the source and the field. The
+file is read by ``ingest_assets.loading`` (above this module and the connector registry); this
+module only defines the models and the template rules, and imports nothing of the project but
+the datasets it receives compiled.
 Values may reference environment variables as ``${NAME}`` or ``${NAME:-default}``; they are
 kept as written here and resolved only when a connector runs, so secrets never reach Dagster's
 metadata.
@@ -14,13 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ingest_assets.datasets import Catalog, CompiledDataset
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SOURCES_FILE = PACKAGE_DIR / "sources.yaml"
 DEFAULT_LANDING_DIR = PACKAGE_DIR / "sample_landing"
-DATASETS = ("products", "weather")
 FieldType = Literal["string", "integer", "number", "boolean", "object", "array", "any"]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -93,22 +96,29 @@ class SourceConfig(BaseModel):
             raise ValueError("must be lower_snake_case (it becomes a table name)")
         return value
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; known: {', '.join(DATASETS)}")
-        return value
-
     @property
     def options(self) -> dict[str, Any]:
         """The connector-specific fields of this source's block."""
         return dict(self.model_extra or {})
 
 
-class SourcesFile(StrictModel):
+class SourcesFile(BaseModel):
+    """A sources file: its sources, in order, and every dataset they may feed (compiled)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
     path: str
     sources: tuple[SourceConfig, ...]
+    catalog: Catalog
+
+    def dataset(self, name: str) -> CompiledDataset:
+        return self.catalog[name]
+
+    @property
+    def datasets(self) -> list[CompiledDataset]:
+        """The datasets some source feeds, in catalog order."""
+        fed = {s.dataset for s in self.sources}
+        return [d for d in self.catalog if d.name in fed]
 
     def by_name(self, name: str) -> SourceConfig:
         for source in self.sources:
@@ -141,28 +151,6 @@ def resolve_env(value: Any, env: Mapping[str, str] | None = None) -> Any:
     return value
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader that refuses a key given twice (PyYAML silently keeps the last one)."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise ConfigError(
-                f"duplicate key {key!r} (line {key_node.start_mark.line + 1}): "
-                "each source and field may appear once"
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
 _TEMPLATE_REF = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # The names every configured string may use: what ``FetchContext.template_values`` gives (a
 # test keeps the two equal). A ``fan_out`` item's fields come on top, per request.
@@ -192,15 +180,6 @@ def sources_file_path() -> Path:
 
 def landing_dir() -> Path:
     return Path(os.environ.get("INGEST_LANDING_DIR") or DEFAULT_LANDING_DIR)
-
-
-def _format_error(path: Path, source: str | None, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(block)"
-        where = f"source {source!r}, field {field!r}" if source else f"field {field!r}"
-        lines.append(f"{path}: {where}: {err['msg']}")
-    return "\n".join(lines)
 
 
 def _walk_strings(value: Any, where: str) -> list[tuple[str, str]]:
@@ -263,16 +242,7 @@ def _url_problem(field: str, written: str) -> str | None:
     return None
 
 
-def _mappable_fields(dataset: str) -> list[str]:
-    """The dataset's fields a source can fill: the cleaned model's columns but those the
-    pipeline sets itself (partition_date, source and the _-prefixed run columns)."""
-    from ingest_assets.quality.schemas import CLEANED_MODELS
-
-    columns = CLEANED_MODELS[dataset].to_schema().columns
-    return [c for c in columns if c not in ("partition_date", "source") and not c.startswith("_")]
-
-
-def source_problems(source: SourceConfig) -> list[tuple[str, str]]:
+def source_problems(source: SourceConfig, dataset: CompiledDataset) -> list[tuple[str, str]]:
     """(field, problem) for what loads fine but can never work when the source runs.
 
     Unknown ``{name}`` templates, mapping targets that are not fields of the dataset, a cron
@@ -296,7 +266,7 @@ def source_problems(source: SourceConfig) -> list[tuple[str, str]]:
             problem = _url_problem(field, text)
             if problem:
                 problems.append((field, problem))
-    targets = _mappable_fields(source.dataset)
+    targets = dataset.field_names
     for target in source.mapping:
         if target not in targets:
             fields = ", ".join(targets)
@@ -307,63 +277,3 @@ def source_problems(source: SourceConfig) -> list[tuple[str, str]]:
         problem = f"{source.schedule!r} is not a cron schedule of five fields, e.g. {example}"
         problems.append(("schedule", problem))
     return problems
-
-
-def load_sources(path: str | Path | None = None) -> SourcesFile:
-    """Read and validate a sources file, including each connector's own options."""
-    from ingest_assets.connectors.registry import get_connector_class
-
-    path = Path(path) if path else sources_file_path()
-    try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: the sources file does not exist") from exc
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), dict) or not raw["sources"]:
-        raise ConfigError(f"{path}: expected a mapping with a non-empty 'sources' mapping")
-    unknown_top = set(raw) - {"defaults", "sources"}
-    if unknown_top:
-        raise ConfigError(f"{path}: unknown top-level keys: {', '.join(sorted(unknown_top))}")
-    try:
-        defaults = Defaults.model_validate(raw.get("defaults") or {})
-    except ValidationError as exc:
-        raise ConfigError(
-            _format_error(path, None, exc).replace("field '", "field 'defaults.")
-        ) from exc
-
-    sources = []
-    for name, block in raw["sources"].items():
-        if not isinstance(block, dict):
-            raise ConfigError(f"{path}: source {name!r}: expected a mapping of fields")
-        if "name" in block:
-            raise ConfigError(
-                f"{path}: source {name!r}, field 'name': the key of the block is the name"
-            )
-        merged = {
-            **block,
-            "name": name,
-            "retry": {**defaults.retry.model_dump(), **(block.get("retry") or {})},
-            "http": {**defaults.http.model_dump(), **(block.get("http") or {})},
-        }
-        try:
-            source = SourceConfig.model_validate(merged)
-        except ValidationError as exc:
-            raise ConfigError(_format_error(path, name, exc)) from exc
-        try:
-            connector_class = get_connector_class(source.connector)
-        except KeyError as exc:
-            raise ConfigError(f"{path}: source {name!r}, field 'connector': {exc.args[0]}") from exc
-        try:
-            connector_class.Options.model_validate(source.options)
-        except ValidationError as exc:
-            raise ConfigError(_format_error(path, name, exc)) from exc
-        problems = source_problems(source)
-        if problems:
-            raise ConfigError(
-                "\n".join(f"{path}: source {name!r}, field {f!r}: {p}" for f, p in problems)
-            )
-        sources.append(source)
-    return SourcesFile(path=str(path), sources=tuple(sources))

@@ -15,8 +15,9 @@ from ingest_assets.automation.alerts import alert_on_check_failure, alert_on_run
 from ingest_assets.automation.jobs import build_jobs, source_job_name
 from ingest_assets.automation.schedules import build_schedules
 from ingest_assets.automation.sensors import build_automation_sensor, build_landing_sensor
-from ingest_assets.config import DATASETS, SourcesFile, load_sources
+from ingest_assets.config import SourcesFile
 from ingest_assets.executors import build_executor
+from ingest_assets.loading import load_sources
 from ingest_assets.sandbox.switch import use_sandbox_if_requested
 from ingest_assets.warehouse import build_io_manager
 
@@ -31,14 +32,15 @@ def build_definitions(
 ) -> dg.Definitions:
     """Everything for a sources file and a warehouse (defaults: the environment's)."""
     sources = sources or load_sources()
-    assets: list[dg.AssetsDefinition] = [build_raw_asset(s) for s in sources.sources]
-    for dataset in DATASETS:
-        feeding = sources.for_dataset(dataset)
-        if feeding:
-            assets += build_dataset_assets(dataset, feeding)
+    catalog = sources.catalog
+    assets: list[dg.AssetsDefinition] = [
+        build_raw_asset(s, catalog[s.dataset]) for s in sources.sources
+    ]
+    for dataset in sources.datasets:
+        assets += build_dataset_assets(dataset, sources.for_dataset(dataset.name))
     assets.append(build_history_asset(sources.sources))
     # Columns, owners, layer kinds, previews and code references, over whatever was built.
-    assets = with_ui_metadata(assets, sources.sources)
+    assets = with_ui_metadata(assets, sources.sources, catalog)
 
     jobs = build_jobs(sources.sources)
     jobs_by_name = {job.name: job for job in jobs}
@@ -49,7 +51,9 @@ def build_definitions(
     ]
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_quality_checks(sources.sources, {key for a in assets for key in a.keys}),
+        asset_checks=build_quality_checks(
+            sources.sources, {key for a in assets for key in a.keys}, catalog
+        ),
         jobs=[*jobs, build_replay_job(sources.sources)],
         schedules=build_schedules(sources.sources, jobs_by_name),
         sensors=[*sensors, build_automation_sensor(), alert_on_run_failure, alert_on_check_failure],

@@ -24,11 +24,12 @@ pudl pattern: schema → check factory). A failing blocking check stops everythi
 import datetime as dt
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pandera.pandas as pa
 
 from ingest_assets.assets.common import daily_partitions, partition_bounds, partition_days
 from ingest_assets.assets.datasets import (
@@ -38,15 +39,15 @@ from ingest_assets.assets.datasets import (
     top_reasons,
 )
 from ingest_assets.assets.ingestion import latest_fetch_stats
-from ingest_assets.assets.metadata import table_model
+from ingest_assets.assets.metadata import table_schema
 from ingest_assets.assets.schema_checks import (
     IN_STEP_LAYERS,
-    checked_model,
     sample_table,
     schema_check_spec,
     validate_frame,
 )
 from ingest_assets.config import SourceConfig
+from ingest_assets.datasets import Catalog, CompiledDataset
 from ingest_assets.quality.drift import DriftReport, declared_fields
 from ingest_assets.warehouse.common import TableRef
 
@@ -58,12 +59,15 @@ MIN_ROW_COUNT_RATIO = 0.5
 TRAILING_DAYS = 7
 
 
-def schema_check(key: Sequence[str]) -> dg.AssetChecksDefinition:
+def schema_check(
+    key: Sequence[str],
+    schema: pa.DataFrameSchema,
+    conform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> dg.AssetChecksDefinition:
     """One check named ``pandera_schema`` validating the asset's partition (or range) with its
     model, as its own step: the table comes in as the asset's frame (the small tables: metrics,
     quarantine). The tables of ``IN_STEP_LAYERS`` are checked inside their asset's step instead."""
-    spec = schema_check_spec(key)
-    model = checked_model(spec.asset_key)
+    spec = schema_check_spec(key, schema)
 
     @dg.asset_check(
         asset=spec.asset_key,
@@ -74,18 +78,25 @@ def schema_check(key: Sequence[str]) -> dg.AssetChecksDefinition:
         metadata=spec.metadata,
     )
     def _check(frame: pd.DataFrame) -> dg.AssetCheckResult:
-        return validate_frame(model, frame)
+        return validate_frame(schema, conform(frame) if conform else frame)
 
     return _check
 
 
-def schema_checks(asset_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
-    """``pandera_schema`` on every asset whose table has a model and is not checked in-step."""
-    return [
-        schema_check(key.path)
-        for key in sorted(asset_keys, key=lambda k: k.path)
-        if table_model(key) is not None and key.path[0] not in IN_STEP_LAYERS
-    ]
+def schema_checks(asset_keys: set[dg.AssetKey], catalog: Catalog) -> list[dg.AssetChecksDefinition]:
+    """``pandera_schema`` on every asset whose table has a schema and is not checked in-step."""
+    checks = []
+    for key in sorted(asset_keys, key=lambda k: k.path):
+        schema = table_schema(key, catalog)
+        if schema is None or key.path[0] in IN_STEP_LAYERS:
+            continue
+        layer, name = key.path
+        conform = None
+        if name in catalog and catalog[name].schema(layer) is schema:
+            dataset = catalog[name]
+            conform = lambda frame, d=dataset, layer=layer: d.conform_table(frame, layer)  # noqa: E731
+        checks.append(schema_check(key.path, schema, conform))
+    return checks
 
 
 def _per_day(frame: pd.DataFrame, days: Sequence[pd.Timestamp]) -> list[int]:
@@ -217,7 +228,7 @@ def quarantine_rate_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     return _check
 
 
-def drift_check(source: SourceConfig) -> dg.AssetChecksDefinition:
+def drift_check(source: SourceConfig, dataset: CompiledDataset) -> dg.AssetChecksDefinition:
     """Fields observed in a partition's records against the fields the source declares."""
 
     @dg.asset_check(
@@ -232,7 +243,7 @@ def drift_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         reports = {
-            day.isoformat(): measured_drift(context.instance, source, day.isoformat())
+            day.isoformat(): measured_drift(context.instance, source, dataset, day.isoformat())
             for day in partition_days(context)
         }
         drifted = {day: report for day, report in reports.items() if report.drifted}
@@ -261,7 +272,9 @@ def drift_check(source: SourceConfig) -> dg.AssetChecksDefinition:
     return _check
 
 
-def measured_drift(instance: dg.DagsterInstance, source: SourceConfig, day: str) -> DriftReport:
+def measured_drift(
+    instance: dg.DagsterInstance, source: SourceConfig, dataset: CompiledDataset, day: str
+) -> DriftReport:
     """The drift the raw step measured for a day (from its latest materialization)."""
     result = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(["raw", source.name]), asset_partitions=[day]),
@@ -272,7 +285,7 @@ def measured_drift(instance: dg.DagsterInstance, source: SourceConfig, day: str)
     measured = (getattr(value, "data", None) or {}).get(day)
     if measured:
         return DriftReport(**measured)
-    declared, complete = declared_fields(source)
+    declared, complete = declared_fields(source, dataset)
     return DriftReport(records=0, declared=declared, complete_declaration=complete)
 
 
@@ -370,12 +383,12 @@ def freshness_policy(source: SourceConfig) -> dg.FreshnessPolicy:
 
 
 def build_quality_checks(
-    sources: Sequence[SourceConfig], asset_keys: set[dg.AssetKey]
+    sources: Sequence[SourceConfig], asset_keys: set[dg.AssetKey], catalog: Catalog
 ) -> list[dg.AssetChecksDefinition]:
     """Every check of this module for the configured sources."""
-    checks = schema_checks(asset_keys)
+    checks = schema_checks(asset_keys, catalog)
     for source in sources:
-        checks += [drift_check(source), row_count_check(source)]
+        checks += [drift_check(source, catalog[source.dataset]), row_count_check(source)]
         if quarantine_key(source.dataset) in asset_keys:
             checks += [conservation_check(source), quarantine_rate_check(source)]
     return checks

@@ -34,21 +34,13 @@ from ingest_assets.assets.common import (
 from ingest_assets.assets.ingestion import ingestion_frame
 from ingest_assets.assets.schema_checks import ChunkCheck, schema_check_spec
 from ingest_assets.config import SourceConfig
+from ingest_assets.datasets import CompiledDataset
 from ingest_assets.records.split import QUARANTINE_COLUMNS, DatasetSplit, SplitResult
-from ingest_assets.transforms.datasets import DATASETS
-from ingest_assets.transforms.steps import StepLog, group_chunks, recording
+from ingest_assets.transforms.steps import StepLog, group_chunks, recording, step
 from ingest_assets.warehouse.base import READ_CHUNK_ROWS, FrameStream, PartitionedTableIOManager
 from ingest_assets.warehouse.common import TableRef
 
-PRIMARY_KEYS = {
-    ("cleaned", "products"): ["partition_date", "source", "product_id"],
-    ("features", "products"): ["partition_date", "source", "product_id"],
-    ("metrics", "products"): ["partition_date", "category"],
-    ("cleaned", "weather"): ["city", "observed_at"],
-    ("features", "weather"): ["city", "observed_at"],
-    ("metrics", "weather"): ["partition_date", "city"],
-    ("metrics", "ingestion"): ["partition_date", "source"],
-}
+INGESTION_KEY = ["partition_date", "source"]
 QUARANTINE_TABLE = "quarantine.records"
 # Rows of raw read per chunk of the split.
 SPLIT_CHUNK_ROWS = READ_CHUNK_ROWS
@@ -112,9 +104,19 @@ def missing_raw_days(
     return [day for day in days if day not in done]
 
 
-def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.AssetsDefinition:
+def _table_metadata(dataset: CompiledDataset, layer: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"primary_key": dataset.primary_key(layer)}
+    json_columns = dataset.json_columns(layer)
+    if json_columns:
+        metadata["json_columns"] = json_columns
+    return metadata
+
+
+def build_split_asset(
+    compiled: CompiledDataset, sources: Sequence[SourceConfig]
+) -> dg.AssetsDefinition:
     """``cleaned/<dataset>``, ``quarantine/<dataset>`` and ``metrics/ingestion_<dataset>``."""
-    steps = DATASETS[dataset]
+    dataset = compiled.name
     names = ", ".join(s.name for s in sources)
     raw_keys = [dg.AssetKey(["raw", s.name]) for s in sources]
 
@@ -131,7 +133,7 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
                 ),
                 group_name=dataset,
                 kinds={"python", "pandas"},
-                metadata={"primary_key": PRIMARY_KEYS[("cleaned", dataset)]},
+                metadata=_table_metadata(compiled, "cleaned"),
                 automation_condition=derived_automation_condition(),
             ),
             _output_name(quarantine_key(dataset).path): dg.AssetOut(
@@ -160,14 +162,14 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
                 group_name="quality",
                 kinds={"python", "pandas"},
                 metadata={
-                    "primary_key": PRIMARY_KEYS[("metrics", "ingestion")],
+                    "primary_key": INGESTION_KEY,
                     "table": INGESTION_TABLE,
                     "scope": dg.MetadataValue.json({"dataset": dataset}),
                 },
                 automation_condition=derived_automation_condition(),
             ),
         },
-        check_specs=[schema_check_spec(["cleaned", dataset])],
+        check_specs=[schema_check_spec(["cleaned", dataset], compiled.cleaned_schema)],
         backfill_policy=dg.BackfillPolicy.single_run(),
         required_resource_keys={"io_manager"},
     )
@@ -177,8 +179,8 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
         at = now_utc()
         bounds = partition_bounds(context)
         days = [d.isoformat() for d in partition_days(context)]
-        split = DatasetSplit(dataset, context.run.run_id, at, steps.clean)
-        cleaned_check = ChunkCheck(["cleaned", dataset])
+        split = DatasetSplit(compiled, context.run.run_id, at)
+        cleaned_check = ChunkCheck(["cleaned", dataset], compiled.cleaned_schema)
         quarantined: list[pd.DataFrame] = []
         per_source: dict[str, dict[str, int]] = {}
         missing = {
@@ -188,7 +190,7 @@ def build_split_asset(dataset: str, sources: Sequence[SourceConfig]) -> dg.Asset
         }
         if missing:
             context.log.warning(f"{dataset}: no raw partition yet for {missing}")
-        empty = DatasetSplit(dataset, "", at).split(_empty_raw(), "", {})
+        empty = DatasetSplit(compiled, "", at).split(_empty_raw(), "", {})
 
         def valid_chunks() -> Iterator[pd.DataFrame]:
             # The cleaned rows go to the warehouse chunk by chunk as the split makes them: a
@@ -302,22 +304,25 @@ def _output_name(path: Sequence[str]) -> str:
 
 
 def build_dataset_assets(
-    dataset: str, sources: Sequence[SourceConfig]
+    compiled: CompiledDataset, sources: Sequence[SourceConfig]
 ) -> list[dg.AssetsDefinition]:
     """The split, features/ and metrics/ assets for one dataset fed by ``sources``."""
-    steps = DATASETS[dataset]
+    dataset = compiled.name
+    group_by = list(compiled.features_group_by)
+    features_step = step(compiled.features)
+    features_step.__name__ = f"{dataset}_features"
 
     @derived_asset(
         key=["features", dataset],
         deps=[dg.AssetKey(["cleaned", dataset])],
         description=f"Engineered features of cleaned {dataset}.",
         group_name=dataset,
-        metadata={"primary_key": PRIMARY_KEYS[("features", dataset)]},
-        check_specs=[schema_check_spec(["features", dataset])],
+        metadata=_table_metadata(compiled, "features"),
+        check_specs=[schema_check_spec(["features", dataset], compiled.features_schema)],
         required_resource_keys={"io_manager"},
     )
     def _features(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        """The cleaned partition read in chunks of whole groups (``steps.group_by``), each
+        """The cleaned partition read in chunks of whole groups (``features.group_by``), each
         chunk's features validated and written as it is made: a day is never held whole."""
         warehouse: PartitionedTableIOManager = context.resources.io_manager
         bounds = partition_bounds(context)
@@ -329,15 +334,15 @@ def build_dataset_assets(
             # Recorded call by call: the IO manager may ask for the next chunk from a worker
             # thread (another context) while it stores this one.
             with recording(steps_run):
-                return steps.features(frame)
+                return features_step(frame)
 
         def chunks() -> Iterator[pd.DataFrame]:
             # An empty window first: the table and its columns exist even for a day of no rows.
             yield features(warehouse.read(cleaned, (bounds[0], bounds[0]), None))
             batches = warehouse.read_batches(
-                cleaned, bounds, None, order_by=[*steps.group_by, *steps.sort_by]
+                cleaned, bounds, None, order_by=[*group_by, *compiled.sort_by]
             )
-            for chunk in group_chunks(batches, steps.group_by):
+            for chunk in group_chunks(batches, group_by):
                 yield features(chunk)
 
         def metadata() -> dict[str, Any]:
@@ -346,26 +351,27 @@ def build_dataset_assets(
                 "duration_s": round(time.perf_counter() - started, 3),
             }
 
-        check = ChunkCheck(["features", dataset])
+        check = ChunkCheck(["features", dataset], compiled.features_schema)
         yield dg.Output(FrameStream(check.watch(chunks()), metadata))
         yield check.result()
 
+    assets = [build_split_asset(compiled, sources), _features]
+    if compiled.metrics_schema is None:
+        return assets
+    reads = {"columns": list(compiled.metrics_reads)} if compiled.metrics_reads else {}
+
     @derived_asset(
         key=["metrics", dataset],
-        ins={
-            "features": dg.AssetIn(
-                key=["features", dataset], metadata={"columns": list(steps.metrics_columns)}
-            )
-        },
-        description=f"Daily metrics of {dataset}.",
+        ins={"features": dg.AssetIn(key=["features", dataset], metadata=reads)},
+        description=f"Daily metrics of {dataset}: one row per {', '.join(compiled.metrics_group_by)}.",
         group_name=dataset,
-        metadata={"primary_key": PRIMARY_KEYS[("metrics", dataset)]},
+        metadata=_table_metadata(compiled, "metrics"),
     )
     @timed
     def _metrics(
         context: dg.AssetExecutionContext, features: pd.DataFrame
     ) -> dg.Output[pd.DataFrame]:
-        metrics = steps.metrics(features)
+        metrics = compiled.metrics(features)
         return dg.Output(metrics, metadata={"dagster/row_count": len(metrics)})
 
-    return [build_split_asset(dataset, sources), _features, _metrics]
+    return [*assets, _metrics]

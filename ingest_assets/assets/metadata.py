@@ -3,7 +3,8 @@
 Nothing here builds an asset: ``with_ui_metadata`` maps the specs of assets built elsewhere, and
 reads only their keys (``<layer>/<name>``), so it keeps working when the asset factories change.
 
-- ``dagster/column_schema``: the table's columns from its Pandera model (``quality.schemas``):
+- ``dagster/column_schema``: the table's columns from its Pandera schema (the dataset's compiled
+  schemas; ``quality.schemas`` for the tables every dataset shares):
   type, nullability, uniqueness, checks as constraints, descriptions. A raw table has no model:
   its system columns plus the fields the source declares (``fields:`` in sources.yaml, else the
   fields its mapping reads).
@@ -32,6 +33,7 @@ import dagster as dg
 import pandera.pandas as pa
 
 from ingest_assets.config import SourceConfig
+from ingest_assets.datasets import Catalog, CompiledDataset
 from ingest_assets.quality import schemas
 from ingest_assets.transforms.raw import SYSTEM_COLUMNS as RAW_SYSTEM_COLUMNS
 from ingest_assets.transforms.raw import column_name
@@ -43,41 +45,36 @@ PREVIEW_ROWS = 5
 COLUMN_SCHEMA = "dagster/column_schema"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-_FEATURES_MODELS: dict[str, type[pa.DataFrameModel]] = {
-    "products": schemas.FeaturesProducts,
-    "weather": schemas.FeaturesWeather,
-}
-_METRICS_MODELS: dict[str, type[pa.DataFrameModel]] = {
-    "products": schemas.MetricsProducts,
-    "weather": schemas.MetricsWeather,
+_SHARED_SCHEMAS = {
+    "ingestion": schemas.MetricsIngestion.to_schema(),
+    "quarantine": schemas.QuarantineRecords.to_schema(),
+    "history": schemas.QuarantineHistory.to_schema(),
 }
 
 
-def table_model(key: dg.AssetKey) -> type[pa.DataFrameModel] | None:
-    """The Pandera model of the table stored for an asset key (None: raw tables, unknown keys).
+def table_schema(key: dg.AssetKey, catalog: Catalog) -> pa.DataFrameSchema | None:
+    """The Pandera schema of the table stored for an asset key (None: raw tables, unknown keys).
 
-    Quarantine tables share one model, whatever the second part of their key (``records``, or
+    Quarantine tables share one schema, whatever the second part of their key (``records``, or
     one per dataset), except ``quarantine/history``; so do ingestion metrics (``ingestion``, or
     ``ingestion_<dataset>``).
     """
     if len(key.path) != 2:
         return None
     layer, name = key.path
-    if layer == "cleaned":
-        return schemas.CLEANED_MODELS.get(name)
-    if layer == "features":
-        return _FEATURES_MODELS.get(name)
-    if layer == "metrics":
-        if name == "ingestion" or name.startswith("ingestion_"):
-            return schemas.MetricsIngestion
-        return _METRICS_MODELS.get(name)
+    if layer == "metrics" and (name == "ingestion" or name.startswith("ingestion_")):
+        return _SHARED_SCHEMAS["ingestion"]
     if layer == "quarantine":
-        return schemas.QuarantineHistory if name == "history" else schemas.QuarantineRecords
+        return _SHARED_SCHEMAS["history" if name == "history" else "quarantine"]
+    if layer in ("cleaned", "features", "metrics") and name in catalog:
+        return catalog[name].schema(layer)
     return None
 
 
 _TYPES = {
     "str": "text",
+    "boolean": "boolean",
+    "date": "date",
     "float64": "double",
     "Int64": "bigint",
     "int64": "bigint",
@@ -116,9 +113,8 @@ def check_text(check: pa.Check) -> str:
     return check.error or check.name
 
 
-def model_table_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
-    """A Pandera model as the ``TableSchema`` the UI shows as the asset's Columns."""
-    schema = model.to_schema()
+def model_table_schema(schema: pa.DataFrameSchema) -> dg.TableSchema:
+    """A Pandera schema as the ``TableSchema`` the UI shows as the asset's Columns."""
     unique = list(schema.unique or [])
     columns = [
         dg.TableColumn(
@@ -165,7 +161,7 @@ def _raw_system_column(name: str) -> dg.TableColumn:
     )
 
 
-def raw_table_schema(source: SourceConfig) -> dg.TableSchema:
+def raw_table_schema(source: SourceConfig, dataset: CompiledDataset) -> dg.TableSchema:
     """What is known of ``raw/<source>`` before any fetch: system columns and declared fields.
 
     Field columns hold text as fetched (typing is validation's job); the declared type says what
@@ -175,14 +171,11 @@ def raw_table_schema(source: SourceConfig) -> dg.TableSchema:
         fields = dict(source.fields)
         origin = "declared in sources.yaml"
     else:
-        model = schemas.CLEANED_MODELS[source.dataset].to_schema()
         fields = {
-            source.mapping.get(name, name): "any"
-            for name in model.columns
-            if name not in ("partition_date", "source") and not name.startswith("_")
+            source.mapping.get(name, name).split(".", 1)[0]: "any" for name in dataset.field_names
         }
         origin = "read by the mapping (no fields: declared)"
-    targets = {field: target for target, field in source.mapping.items()}
+    targets = {field.split(".", 1)[0]: target for target, field in source.mapping.items()}
     field_columns = []
     for field, declared in fields.items():
         description = f"Field {field!r} as fetched, {declared} ({origin})"
@@ -195,50 +188,55 @@ def raw_table_schema(source: SourceConfig) -> dg.TableSchema:
     return dg.TableSchema(columns=[*first, *field_columns, *rest])
 
 
-def _sources_of(key: dg.AssetKey, sources: Sequence[SourceConfig]) -> list[SourceConfig]:
+def _sources_of(
+    key: dg.AssetKey, sources: Sequence[SourceConfig], catalog: Catalog
+) -> list[SourceConfig]:
     """The sources an asset's rows come from, read from its key: ``raw/<source>``,
-    ``<layer>/<dataset>`` or ``<layer>/<what>_<dataset>``; any other key, all of them."""
+    ``<layer>/<dataset>`` or ``metrics/ingestion_<dataset>``; any other key, all of them."""
     layer, name = key.path[0], key.path[-1]
     if layer == "raw":
         return [s for s in sources if s.name == name]
-    for candidate in (name, name.rsplit("_", 1)[-1]):
-        feeding = [s for s in sources if s.dataset == candidate]
-        if feeding:
-            return feeding
+    for candidate in (name, name.removeprefix("ingestion_")):
+        if candidate in catalog:
+            return [s for s in sources if s.dataset == candidate]
     return list(sources)
 
 
-def owners_of(key: dg.AssetKey, sources: Sequence[SourceConfig]) -> list[str]:
-    owners = dict.fromkeys(o for s in _sources_of(key, sources) for o in s.owners)
+def owners_of(key: dg.AssetKey, sources: Sequence[SourceConfig], catalog: Catalog) -> list[str]:
+    owners = dict.fromkeys(o for s in _sources_of(key, sources, catalog) for o in s.owners)
     return list(owners) or [DEFAULT_OWNER]
 
 
-def column_schema(key: dg.AssetKey, sources: Sequence[SourceConfig]) -> dg.TableSchema | None:
+def column_schema(
+    key: dg.AssetKey, sources: Sequence[SourceConfig], catalog: Catalog
+) -> dg.TableSchema | None:
     if key.path[0] == "raw":
-        found = _sources_of(key, sources)
-        return raw_table_schema(found[0]) if found else None
-    model = table_model(key)
-    return model_table_schema(model) if model else None
+        found = _sources_of(key, sources, catalog)
+        return raw_table_schema(found[0], catalog[found[0].dataset]) if found else None
+    schema = table_schema(key, catalog)
+    return model_table_schema(schema) if schema is not None else None
 
 
-def spec_with_ui_metadata(spec: dg.AssetSpec, sources: Sequence[SourceConfig]) -> dg.AssetSpec:
+def spec_with_ui_metadata(
+    spec: dg.AssetSpec, sources: Sequence[SourceConfig], catalog: Catalog
+) -> dg.AssetSpec:
     """One asset's spec with its columns, owners, layer kind and preview opt-in."""
     layer = spec.key.path[0]
     metadata: dict[str, Any] = {}
-    schema = column_schema(spec.key, sources)
+    schema = column_schema(spec.key, sources, catalog)
     if schema is not None:
         metadata[COLUMN_SCHEMA] = schema
     if layer in PREVIEW_LAYERS:
         metadata["preview_rows"] = PREVIEW_ROWS
     if layer not in LAYERS:
         return spec.replace_attributes(
-            metadata={**spec.metadata, **metadata}, owners=owners_of(spec.key, sources)
+            metadata={**spec.metadata, **metadata}, owners=owners_of(spec.key, sources, catalog)
         )
-    datasets = {s.dataset for s in _sources_of(spec.key, sources)}
+    datasets = {s.dataset for s in _sources_of(spec.key, sources, catalog)}
     tags = {"dataset": datasets.pop()} if len(datasets) == 1 else {}
     return spec.replace_attributes(
         metadata={**spec.metadata, **metadata},
-        owners=owners_of(spec.key, sources),
+        owners=owners_of(spec.key, sources, catalog),
         kinds={*spec.kinds, layer},
         group_name=layer,
         tags={**spec.tags, **tags},
@@ -350,8 +348,12 @@ def with_code_references(
 def with_ui_metadata(
     assets: Sequence[dg.AssetsDefinition],
     sources: Sequence[SourceConfig],
+    catalog: Catalog,
     repo_root: Path = REPO_ROOT,
 ) -> list[dg.AssetsDefinition]:
     """Every asset with what the UI shows about it (see the module docstring)."""
-    mapped = [a.map_asset_specs(lambda spec: spec_with_ui_metadata(spec, sources)) for a in assets]
+    mapped = [
+        a.map_asset_specs(lambda spec: spec_with_ui_metadata(spec, sources, catalog))
+        for a in assets
+    ]
     return with_code_references(mapped, repo_root)

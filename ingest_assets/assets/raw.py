@@ -22,6 +22,7 @@ from ingest_assets.connectors import FetchContext, FetchStats, get_connector_cla
 from ingest_assets.connectors.base import FetchError
 from ingest_assets.connectors.checkpoint import PageCheckpoint
 from ingest_assets.connectors.files import MissingFileError
+from ingest_assets.datasets import CompiledDataset
 from ingest_assets.quality.drift import DriftReport, drift_from_profiles
 from ingest_assets.records.encode import RawEncoder
 from ingest_assets.records.stream import stream_into
@@ -100,6 +101,7 @@ class DayFailure(Exception):
 
 def fetch_day(
     source: SourceConfig,
+    dataset: CompiledDataset,
     context: dg.AssetExecutionContext,
     warehouse: PartitionedTableIOManager,
     day: dt.date,
@@ -148,7 +150,7 @@ def fetch_day(
             f"{source.name}, {day}: {stats.records} records fetched but {rows} rows written",
             retryable=True,
         )
-    drift = drift_from_profiles(source, rows, encoder.profiles)
+    drift = drift_from_profiles(source, dataset, rows, encoder.profiles)
     result = {
         "outcome": "committed",
         **stats.as_dict(),
@@ -161,8 +163,8 @@ def fetch_day(
     return {**result, "drift": drift.__dict__}
 
 
-def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
-    """The asset ``raw/<source>`` for one block of sources.yaml."""
+def build_raw_asset(source: SourceConfig, dataset: CompiledDataset) -> dg.AssetsDefinition:
+    """The asset ``raw/<source>`` for one block of sources.yaml (feeding ``dataset``)."""
 
     @dg.asset(
         key=["raw", source.name],
@@ -199,7 +201,7 @@ def build_raw_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 per_day[key] = {**done[-1], "drift": None}
                 continue
             try:
-                per_day[key] = fetch_day(source, context, warehouse, day, ingested_at)
+                per_day[key] = fetch_day(source, dataset, context, warehouse, day, ingested_at)
             except DayFailure as failure:
                 failures.append(failure)
                 continue

@@ -1,4 +1,4 @@
-"""The ``pandera_schema`` checks: a Pandera model over an asset's partition, as check results.
+"""The ``pandera_schema`` checks: a Pandera schema over an asset's partition, as check results.
 
 The tables of ``IN_STEP_LAYERS`` (``cleaned/``, ``features/``: one row per record, millions a
 day) are checked inside the step that writes them: ``ChunkCheck`` validates each chunk on its
@@ -19,7 +19,6 @@ import pandas as pd
 import pandera.pandas as pa
 
 from ingest_assets.assets.common import daily_partitions
-from ingest_assets.assets.metadata import table_model
 from ingest_assets.quality.chunked import SchemaRun
 from ingest_assets.warehouse.preview import mask_secrets
 
@@ -76,14 +75,13 @@ def check_result(
     )
 
 
-def validate_frame(model: type[pa.DataFrameModel], df: pd.DataFrame) -> dg.AssetCheckResult:
-    """Run a Pandera model lazily over a frame; failures become metadata, never exceptions."""
-    return check_result(model.__name__, SchemaRun.of(model).validate_all([df]))
+def validate_frame(schema: pa.DataFrameSchema, df: pd.DataFrame) -> dg.AssetCheckResult:
+    """Run a Pandera schema lazily over a frame; failures become metadata, never exceptions."""
+    return check_result(str(schema.name), SchemaRun(schema).validate_all([df]))
 
 
-def model_rules(model: type[pa.DataFrameModel]) -> dict[str, Any]:
-    """The rules of a model in words, shown with the check definition in the UI."""
-    schema = model.to_schema()
+def schema_rules(schema: pa.DataFrameSchema) -> dict[str, Any]:
+    """The rules of a schema in words, shown with the check definition in the UI."""
     rules: dict[str, Any] = {}
     for name, column in schema.columns.items():
         parts = [str(column.dtype), "nullable" if column.nullable else "required"]
@@ -96,21 +94,12 @@ def model_rules(model: type[pa.DataFrameModel]) -> dict[str, Any]:
     return rules
 
 
-def checked_model(key: dg.AssetKey) -> type[pa.DataFrameModel]:
-    """The Pandera model a ``pandera_schema`` check of ``key`` validates with."""
-    model = table_model(key)
-    if model is None:
-        raise ValueError(f"{key.to_user_string()} has no Pandera model")
-    return model
-
-
-def schema_check_spec(key: Sequence[str]) -> dg.AssetCheckSpec:
+def schema_check_spec(key: Sequence[str], schema: pa.DataFrameSchema) -> dg.AssetCheckSpec:
     """The ``pandera_schema`` check of an asset: its name, words, rules and blocking (on
     ``cleaned/``, whose invalid rows must not reach anything downstream)."""
     asset = dg.AssetKey(list(key))
-    model = checked_model(asset)
     blocking = key[0] == "cleaned"
-    description = f"Every row of {'/'.join(key)} satisfies the Pandera model {model.__name__}" + (
+    description = f"Every row of {'/'.join(key)} satisfies the Pandera schema {schema.name}" + (
         " (blocking: a failure stops everything downstream in the run)." if blocking else "."
     )
     return dg.AssetCheckSpec(
@@ -119,7 +108,7 @@ def schema_check_spec(key: Sequence[str]) -> dg.AssetCheckSpec:
         description=description,
         blocking=blocking,
         partitions_def=daily_partitions,
-        metadata={"model": model.__name__, "rules": dg.MetadataValue.json(model_rules(model))},
+        metadata={"schema": str(schema.name), "rules": dg.MetadataValue.json(schema_rules(schema))},
     )
 
 
@@ -130,10 +119,10 @@ class ChunkCheck:
     creates the table, has no rows to check); ``result`` is the verdict over every row written.
     """
 
-    def __init__(self, key: Sequence[str]) -> None:
+    def __init__(self, key: Sequence[str], schema: pa.DataFrameSchema) -> None:
         self.key = dg.AssetKey(list(key))
-        self.model = checked_model(self.key)
-        self.run = SchemaRun.of(self.model)
+        self.schema = schema
+        self.run = SchemaRun(schema)
 
     def watch(self, chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for chunk in chunks:
@@ -142,4 +131,4 @@ class ChunkCheck:
             yield chunk
 
     def result(self) -> dg.AssetCheckResult:
-        return check_result(self.model.__name__, self.run, self.key)
+        return check_result(str(self.schema.name), self.run, self.key)

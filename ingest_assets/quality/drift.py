@@ -11,6 +11,9 @@ Three kinds of drift, each measured over one partition's records:
   every record to quarantine: the cleaned model's ``not_nullable`` check);
 - a **type change**: most non-null values of a declared field are not of its declared type.
 
+The dataset's fields come compiled (``datasets``); a field mapped by a dotted path is expected
+as its first part (``user`` for ``user.login``).
+
 Types are wire types (``string``, ``integer``, ``number``, ``boolean``, ``object``, ``array``,
 ``any``). CSV and XML carry text only, so a text value counts as a number, an integer or a
 boolean when the record split would read it as one (``" 12.0 "`` is an integer, ``"5.5"`` is
@@ -23,32 +26,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest_assets.config import SourceConfig
-from ingest_assets.quality.schemas import CLEANED_MODELS
-from ingest_assets.quality.validate import SYSTEM_COLUMNS
 from ingest_assets.records.encode import FieldProfile, RawEncoder
 
+if TYPE_CHECKING:
+    from ingest_assets.datasets import CompiledDataset
 
-def declared_fields(source: SourceConfig) -> tuple[dict[str, str], bool]:
+
+def _source_field(source: SourceConfig, name: str) -> str:
+    return source.mapping.get(name, name).split(".", 1)[0]
+
+
+def declared_fields(source: SourceConfig, dataset: CompiledDataset) -> tuple[dict[str, str], bool]:
     """(field → type, whether the declaration is complete, so undeclared fields are drift)."""
     if source.fields is not None:
         return dict(source.fields), True
-    model_fields = [
-        c for c in CLEANED_MODELS[source.dataset].to_schema().columns if c not in SYSTEM_COLUMNS
-    ]
-    return {source.mapping.get(f, f): "any" for f in model_fields}, False
+    return {_source_field(source, f): "any" for f in dataset.field_names}, False
 
 
-def required_fields(source: SourceConfig) -> set[str]:
-    """Source fields the cleaned model needs a value for: without them a record is quarantined."""
-    schema = CLEANED_MODELS[source.dataset].to_schema()
-    return {
-        source.mapping.get(name, name)
-        for name, column in schema.columns.items()
-        if name not in SYSTEM_COLUMNS and not column.nullable
-    }
+def required_fields(source: SourceConfig, dataset: CompiledDataset) -> set[str]:
+    """Source fields the dataset needs a value for: without them a record is quarantined."""
+    return {_source_field(source, f.name) for f in dataset.fields if not f.nullable}
 
 
 @dataclass
@@ -143,11 +143,14 @@ def compare(
 
 
 def drift_from_profiles(
-    source: SourceConfig, records: int, profiles: Mapping[str, FieldProfile]
+    source: SourceConfig,
+    dataset: CompiledDataset,
+    records: int,
+    profiles: Mapping[str, FieldProfile],
 ) -> DriftReport:
     """Drift of one day from the field profiles the raw stage measured while encoding."""
-    declared, complete = declared_fields(source)
-    return compare(records, profiles, declared, complete, required_fields(source))
+    declared, complete = declared_fields(source, dataset)
+    return compare(records, profiles, declared, complete, required_fields(source, dataset))
 
 
 def detect_drift(
@@ -165,7 +168,9 @@ def detect_drift(
     return compare(len(records), encoder.profiles, declared, complete_declaration, required)
 
 
-def source_drift(source: SourceConfig, records: Iterable[Mapping[str, Any]]) -> DriftReport:
+def source_drift(
+    source: SourceConfig, dataset: CompiledDataset, records: Iterable[Mapping[str, Any]]
+) -> DriftReport:
     """Drift of one source's records (one partition) against its declaration."""
-    declared, complete = declared_fields(source)
-    return detect_drift(records, declared, complete, required_fields(source))
+    declared, complete = declared_fields(source, dataset)
+    return detect_drift(records, declared, complete, required_fields(source, dataset))

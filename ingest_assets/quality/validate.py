@@ -1,4 +1,4 @@
-"""The record-level split and the value rules, read from the Pandera models.
+"""The record-level split and the value rules, read from the dataset's compiled schema.
 
 ``split_records`` splits one source's raw rows into valid and quarantined rows (the column-wise
 split of ``records.split``); the scalar coercers below state the same value rules for one value
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -22,6 +22,9 @@ from ingest_assets.records.split import (
     SplitResult,
     schema_failures,
 )
+
+if TYPE_CHECKING:
+    from ingest_assets.datasets import CompiledDataset
 
 __all__ = [
     "PARSE_ERROR",
@@ -94,11 +97,10 @@ def split_records(
     raw: pd.DataFrame,
     *,
     source: str,
-    dataset: str,
+    dataset: CompiledDataset,
     mapping: Mapping[str, str],
     run_id: str,
     quarantined_at: pd.Timestamp,
-    clean: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> SplitResult:
     """Split one source's raw rows into cleaned rows and quarantine rows.
 
@@ -108,4 +110,4 @@ def split_records(
     """
     if "_seq" in raw.columns:
         raw = raw.sort_values(["partition_date", "_seq"], kind="stable")
-    return DatasetSplit(dataset, run_id, quarantined_at, clean).split(raw, source, mapping)
+    return DatasetSplit(dataset, run_id, quarantined_at).split(raw, source, mapping)

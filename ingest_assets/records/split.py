@@ -1,9 +1,9 @@
 """The record-level split, column-wise: raw rows → valid typed rows + quarantine rows.
 
-The rules come from the Pandera models in ``quality.schemas``: each field is coerced to the
-model's declared type, column by column (a failure is "present but not convertible" and gets a
-``dtype`` reason; messages are built only for failing rows), the dataset's cleaning step runs,
-the model's checks run lazily, and the model's ``unique`` key is enforced per dataset and
+The rules come from the dataset's compiled cleaned schema (``datasets``): each field is coerced
+to its declared type, column by column (a failure is "present but not convertible" and gets a
+``dtype`` reason; messages are built only for failing rows), ``lower``/``upper`` change text,
+the schema's checks run lazily, and the dataset's key is enforced per dataset and
 partition across all of its sources (a repeat of an earlier valid record's key is quarantined
 as ``duplicate``; "earlier" is the order of ``sources.yaml``, then each source's ``_seq``).
 
@@ -13,24 +13,34 @@ Numbers follow JSON's grammar (plus a leading ``+`` and surrounding blanks): ``1
 
 A split reads a raw partition in chunks (see ``DatasetSplit``), so its memory is one chunk plus
 the valid rows it returns. Nothing is dropped: ``valid + quarantined == raw`` for every chunk.
+
+A field is read from the record as the source sent it: by its exact name, or a dotted path
+into nested objects (``user.login``; a missing part gives null). A plain lower_snake name is
+read from its raw column (the same text, without parsing the record); anything else (a path, a
+name the raw column had to rename, a ``json`` field) from the record's ``_record`` JSON.
 No dagster here.
 """
 
 from __future__ import annotations
 
+import decimal
 import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
+import pyarrow
 
-from ingest_assets.quality.schemas import CLEANED_MODELS, DATASET_KEYS
+from ingest_assets import jsontext
 from ingest_assets.records.encode import NUMBER_PATTERN, PARSE_ERROR, RECORD, SEQ, column_name
+
+if TYPE_CHECKING:
+    from ingest_assets.datasets.compile import CompiledDataset, DatasetField
 
 SYSTEM_COLUMNS = ("partition_date", "source", "_run_id", "_ingested_at")
 QUARANTINE_COLUMNS = [
@@ -118,20 +128,153 @@ def coerce_whole(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any],
 
 def coerce_timestamp(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
     stripped, present = _present(text)
-    values = pd.to_datetime(stripped.where(present), utc=True, errors="coerce", format="ISO8601")
+    # Parsed apart: in one call pandas gives naive values the offset of the aware ones.
+    aware = stripped.str.contains(_OFFSET, regex=True).fillna(False).astype(bool)
+    values = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    for part in (present & aware, present & ~aware):
+        if part.any():
+            parsed = pd.to_datetime(
+                stripped[part].astype(object), utc=True, errors="coerce", format="ISO8601"
+            )
+            values[part] = parsed.astype("datetime64[ns, UTC]")
     bad = present & values.isna()
     return values.astype("datetime64[ns, UTC]"), bad, lambda v: f"expected a timestamp, got {v!r}"
 
 
-def coercer_for(dtype: str) -> Callable[[pd.Series], tuple[pd.Series, pd.Series, Callable]]:
-    """The column coercer for a Pandera column dtype."""
-    if dtype.startswith("datetime64") and "UTC" in dtype:
+_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+_BOOLEANS = {"true": True, "false": False}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def coerce_boolean(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
+    """``true``/``false`` (any case, JSON's or as text)."""
+    stripped, present = _present(text)
+    lowered = stripped.str.lower()
+    known = lowered.isin(list(_BOOLEANS)).fillna(False).astype(bool)
+    values = pd.array(
+        [_BOOLEANS[v] if ok else None for v, ok in zip(lowered.astype(object), known, strict=True)],
+        dtype="boolean",
+    )
+    bad = present & ~known
+    return pd.Series(values, index=text.index), bad, lambda v: f"expected a boolean, got {v!r}"
+
+
+def coerce_date(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
+    """``YYYY-MM-DD``; a day that does not exist is invalid."""
+    stripped, present = _present(text)
+    shaped = stripped.str.match(_DATE.pattern).fillna(False).astype(bool)
+    parsed = pd.to_datetime(stripped.where(shaped), format="%Y-%m-%d", errors="coerce")
+    bad = present & parsed.isna()
+    days = pyarrow.array(parsed.to_numpy(), type=pyarrow.timestamp("ns")).cast(pyarrow.date32())
+    return (
+        pd.Series(pd.arrays.ArrowExtensionArray(days), index=text.index),
+        bad,
+        lambda v: f"expected a date (YYYY-MM-DD), got {v!r}",
+    )
+
+
+def coerce_decimal(
+    scale: int, precision: int | None
+) -> Callable[[pd.Series], tuple[pd.Series, pd.Series, Callable[[Any], str]]]:
+    """An exact decimal read from its text: more places than ``scale`` is invalid, never
+    rounded; more digits than ``precision`` too."""
+    quantum = decimal.Decimal(1).scaleb(-scale)
+
+    def problem(value: str) -> str | None:
+        if not _NUMBER.match(value):
+            return f"expected a decimal number, got {value!r}"
+        number = decimal.Decimal(value.strip())
+        places = -number.as_tuple().exponent
+        if places > scale and number != number.quantize(quantum):
+            return f"expected at most {scale} decimal places, got {value!r}"
+        digits = len(number.quantize(quantum).as_tuple().digits)
+        if precision is not None and digits > precision:
+            return f"expected at most {precision} digits, got {value!r}"
+        return None
+
+    def coerce(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
+        stripped, present = _present(text)
+        values = np.array([None] * len(text), dtype=object)
+        bad = np.zeros(len(text), dtype=bool)
+        for i in np.flatnonzero(present.to_numpy()):
+            value = str(stripped.iat[i])
+            if problem(value):
+                bad[i] = True
+            else:
+                values[i] = decimal.Decimal(value.strip()).quantize(quantum)
+        exact = pyarrow.array(values, type=pyarrow.decimal128(38, scale), from_pandas=True)
+        return (
+            pd.Series(pd.arrays.ArrowExtensionArray(exact), index=text.index),
+            pd.Series(bad, index=text.index),
+            lambda v: problem(str(v)) or f"expected a decimal number, got {v!r}",
+        )
+
+    return coerce
+
+
+def coerce_json(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
+    """JSON text as read from the record (null where the value is null or missing)."""
+    values = text.astype(object).where(text.notna(), None)
+    return (
+        pd.Series(values.to_numpy(), index=text.index, dtype=object),
+        pd.Series(False, index=text.index),
+        str,
+    )
+
+
+Coercer = Callable[[pd.Series], tuple[pd.Series, pd.Series, Callable[[Any], str]]]
+
+
+def coercer_for(dataset_field: DatasetField) -> Coercer:
+    """The column coercer of a field's declared type."""
+    kind = dataset_field.type
+    if kind == "timestamp":
         return coerce_timestamp
-    if dtype in ("Int64", "int64"):
+    if kind == "integer":
         return coerce_whole
-    if dtype in ("float64", "float"):
+    if kind == "number":
         return coerce_number
+    if kind == "boolean":
+        return coerce_boolean
+    if kind == "date":
+        return coerce_date
+    if kind == "decimal":
+        column_type = dataset_field.column_type
+        return coerce_decimal(column_type.scale or 0, column_type.precision)
+    if kind == "json":
+        return coerce_json
     return coerce_text
+
+
+def _text_of(value: Any) -> str | None:
+    """A record's value as the raw stage's text of it (a string as sent, else its JSON)."""
+    if value is None or type(value) is str:
+        return value
+    return jsontext.dumps(value)
+
+
+def _at_path(record: Any, path: list[str]) -> Any:
+    for part in path:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(part)
+    return record
+
+
+def from_records(records: pd.Series, path: str, as_json: bool) -> pd.Series:
+    """One field read from each record's JSON by its exact name or dotted path."""
+    parts = path.split(".")
+    out = []
+    for text in records.astype(object):
+        try:
+            value = _at_path(jsontext.loads(text), parts) if text is not None else None
+        except ValueError:
+            value = None
+        if as_json:
+            out.append(None if value is None else jsontext.dumps(value))
+        else:
+            out.append(_text_of(value))
+    return pd.Series(out, index=records.index, dtype=object)
 
 
 def row_rules(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
@@ -203,27 +346,40 @@ class KeyRegistry:
 class DatasetSplit:
     """One dataset's split over its sources' raw chunks, in order (sources.yaml, then ``_seq``)."""
 
-    def __init__(
-        self,
-        dataset: str,
-        run_id: str,
-        quarantined_at: pd.Timestamp,
-        clean: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-    ) -> None:
+    def __init__(self, dataset: CompiledDataset, run_id: str, quarantined_at: pd.Timestamp) -> None:
         self.dataset = dataset
-        self.schema = CLEANED_MODELS[dataset].to_schema()
+        self.name = dataset.name
+        self.schema = dataset.cleaned_schema
         self.rules = row_rules(self.schema)
-        self.fields = [c for c in self.schema.columns if c not in SYSTEM_COLUMNS]
-        self.key = DATASET_KEYS[dataset]
+        self.fields = dataset.fields
+        self.key = dataset.key
         self.run_id = run_id
         self.quarantined_at = quarantined_at
-        self.clean = clean
         self.keys = KeyRegistry()
+        self.coercers = {f.name: coercer_for(f) for f in self.fields}
+
+    def reads(self, mapping: Mapping[str, str]) -> dict[str, tuple[str, bool]]:
+        """Per field: (the source's name or path of it, whether it is read from the record)."""
+        plan = {}
+        for f in self.fields:
+            path = mapping.get(f.name, f.name)
+            plain = "." not in path and column_name(path) == path
+            plan[f.name] = (path, f.type == "json" or not plain)
+        return plan
 
     def raw_columns(self, mapping: Mapping[str, str]) -> list[str]:
         """The raw columns a source's split reads."""
-        mapped = [column_name(mapping.get(f, f)) for f in self.fields]
-        return ["partition_date", "_ingested_at", SEQ, PARSE_ERROR, *dict.fromkeys(mapped)]
+        plan = self.reads(mapping)
+        columns = [path for path, from_record in plan.values() if not from_record]
+        record = [RECORD] if any(from_record for _, from_record in plan.values()) else []
+        return [
+            "partition_date",
+            "_ingested_at",
+            SEQ,
+            PARSE_ERROR,
+            *record,
+            *dict.fromkeys(columns),
+        ]
 
     def split(
         self,
@@ -246,19 +402,21 @@ class DatasetSplit:
             errors.setdefault(i, []).append({"column": column, "check": check, "message": message})
 
         columns: dict[str, Any] = {}
-        for name in self.fields:
-            source_column = column_name(mapping.get(name, name))
-            text = (
-                raw[source_column]
-                if source_column in raw.columns
-                else pd.Series(None, index=raw.index, dtype=_ARROW_TEXT)
-            )
-            coerce = coercer_for(str(self.schema.columns[name].dtype))
-            values, bad, message = coerce(text)
+        for f in self.fields:
+            path, from_record = self.reads(mapping)[f.name]
+            if from_record and RECORD in raw.columns:
+                text = from_records(raw[RECORD], path, f.type == "json")
+            elif not from_record and path in raw.columns:
+                text = raw[path]
+            else:
+                text = pd.Series(None, index=raw.index, dtype=_ARROW_TEXT)
+            values, bad, message = self.coercers[f.name](text)
+            if f.lower or f.upper:
+                values = values.str.lower() if f.lower else values.str.upper()
             for i in np.flatnonzero(bad.to_numpy()):
-                add(int(i), name, "dtype", message(text.iat[i]))
-                uncoercible.add((int(i), name))
-            columns[name] = values.to_numpy() if values.dtype == object else values.array
+                add(int(i), f.name, "dtype", message(text.iat[i]))
+                uncoercible.add((int(i), f.name))
+            columns[f.name] = values.to_numpy() if values.dtype == object else values.array
         if PARSE_ERROR in raw.columns:
             parse_errors = raw[PARSE_ERROR]
             for i in np.flatnonzero(parse_errors.notna().to_numpy()):
@@ -279,8 +437,6 @@ class DatasetSplit:
             index=raw.index,
         )
         frame["partition_date"] = frame["partition_date"].astype("datetime64[ns]")
-        if self.clean is not None and not frame.empty:
-            frame = self.clean(frame)
 
         uncoercible_rows = {i for i, _ in uncoercible}
         for i, column, check, message in schema_failures(frame, self.rules):
@@ -305,12 +461,13 @@ class DatasetSplit:
             ok[i] = False
 
         valid = _as_objects(frame[ok].reset_index(drop=True)[list(self.schema.columns)])
+        valid = self.dataset.conform(valid, self.dataset.cleaned_types)
         bad_rows = np.flatnonzero(~ok)
         quarantined = pd.DataFrame(
             {
                 "partition_date": frame["partition_date"].to_numpy()[bad_rows],
                 "source": source,
-                "dataset": self.dataset,
+                "dataset": self.name,
                 "record": _records_of(raw, bad_rows, records),
                 "errors": [json.dumps(errors[i], default=str) for i in bad_rows],
                 "run_id": self.run_id,

@@ -70,7 +70,8 @@ def quote_ident(name: str) -> str:
 
 
 def logical_types(df: pd.DataFrame, json_columns: Sequence[str] = ()) -> dict[str, str]:
-    """Map each column to one of: date, timestamptz, timestamp, double, bigint, boolean, text, json."""
+    """Map each column to one of: date, timestamptz, timestamp, double, bigint, boolean, text,
+    json, or ``decimal(38,S)`` (a column of ``decimal.Decimal`` values of scale S: exact)."""
     types: dict[str, str] = {}
     for name, dtype in df.dtypes.items():
         column = str(name)
@@ -78,6 +79,8 @@ def logical_types(df: pd.DataFrame, json_columns: Sequence[str] = ()) -> dict[st
             types[column] = "json"
         elif column == PARTITION_COLUMN:
             types[column] = "date"
+        elif isinstance(dtype, pd.ArrowDtype) and _arrow_logical(dtype):
+            types[column] = _arrow_logical(dtype)
         elif isinstance(dtype, pd.DatetimeTZDtype):
             types[column] = "timestamptz"
         elif ptypes.is_datetime64_dtype(dtype):
@@ -95,12 +98,28 @@ def logical_types(df: pd.DataFrame, json_columns: Sequence[str] = ()) -> dict[st
     return types
 
 
+def _arrow_logical(dtype: pd.ArrowDtype) -> str | None:
+    """Arrow-backed dates and exact decimals (the string types are text as before)."""
+    import pyarrow as pa
+
+    arrow = dtype.pyarrow_dtype
+    if pa.types.is_date(arrow):
+        return "date"
+    if pa.types.is_decimal(arrow):
+        return f"decimal(38,{arrow.scale})"
+    return None
+
+
 def _object_type(series: pd.Series) -> str:
     """An object column holding only dates stays a date, only bools a boolean; else text."""
     if not ptypes.is_object_dtype(series.dtype):
         return "text"  # a string dtype holds nothing else
     # One pass in C over the values (not an isinstance call per value).
     kind = pd.api.types.infer_dtype(series, skipna=True)
+    if kind == "decimal":
+        exponents = [v.as_tuple().exponent for v in series.dropna()]
+        scale = max((-e for e in exponents if isinstance(e, int)), default=0)
+        return f"decimal(38,{max(scale, 0)})"
     if kind == "date":  # "date" also admits datetimes among dates: those make it text
         dated = series.dropna()
         return "date" if not any(isinstance(v, dt.datetime) for v in dated) else "text"

@@ -122,7 +122,10 @@ def _prepare(
     if bounds is not None:
         check_partition_column(df, table, bounds)
     check_scope(df, table, scope)
-    types = {c: DUCKDB_TYPES[t] for c, t in logical_types(df, json_columns or []).items()}
+    types = {
+        c: DUCKDB_TYPES.get(t) or t.upper()
+        for c, t in logical_types(df, json_columns or []).items()
+    }
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
     existing = _existing_columns(con, table)
     if not existing:

@@ -84,7 +84,6 @@ _SAME_KIND = {
     "integer": "bigint",
     "smallint": "bigint",
     "real": "double precision",
-    "numeric": "double precision",
     "character varying": "text",
     "character": "text",
     "json": "jsonb",
@@ -620,7 +619,10 @@ def _prepare(
     missing_key = [c for c in primary_key if c not in df.columns]
     if missing_key:
         raise WarehouseError(f"{table}: primary key column(s) {missing_key} are not in the frame")
-    types = {c: PG_TYPES[t] for c, t in logical_types(df, list(json_columns)).items()}
+    # An exact decimal is NUMERIC (unconstrained: the dataset's scale is enforced upstream).
+    types = {
+        c: PG_TYPES.get(t) or "numeric" for c, t in logical_types(df, list(json_columns)).items()
+    }
     existing = _ensure_table(conn, table, df, types, list(primary_key), bounds is not None)
     # Convert to what the table holds, so e.g. a bigint into a text column arrives as text.
     return {c: existing[c] for c in df.columns}
