@@ -47,6 +47,7 @@ def run(partition: str) -> int:
     with Sandbox(port=0) as sandbox:
         os.environ["DUMMYJSON_BASE_URL"] = sandbox.url
         os.environ["OPEN_METEO_BASE_URL"] = sandbox.url
+        os.environ["GITHUB_API_URL"] = sandbox.url
         from ingest_assets.automation.jobs import PIPELINE_JOB
         from ingest_assets.definitions import build_definitions
         from ingest_assets.warehouse import warehouse_url

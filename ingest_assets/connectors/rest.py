@@ -5,10 +5,11 @@ the first page and what to ask next. When the first page reveals the total, the 
 pages are fetched concurrently, and still handed over in page order.
 
 Paging ends only on a positive signal of the end: an empty page, a page shorter than the
-earlier ones, no next cursor or link, or the announced total reached and consistent with what
-was read. Anything else (``max_pages`` reached, a page or cursor seen before, a total the
-data contradicts, a next link to another origin) is a ``PagingError``: records are never cut
-silently.
+earlier ones, no next cursor or link (in the body, or in the ``Link`` header for
+``link_header``), or the announced total reached and consistent with what was read. Anything
+else (``max_pages`` reached, a page or cursor seen before, a total the data contradicts, a next
+link to another origin, a ``Link`` header that cannot be parsed) is a ``PagingError``: records
+are never cut silently.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from contextlib import aclosing
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
 
-from pydantic import Field, model_validator
+import httpx
+from pydantic import Field, field_validator, model_validator
 
 from ingest_assets.config import render_template
 from ingest_assets.connectors.base import (
@@ -69,7 +71,24 @@ class NextLink(ConnectorOptions):
     max_pages: int = Field(10_000, ge=1)
 
 
-Pagination = Annotated[LimitOffset | PageNumber | Cursor | NextLink, Field(discriminator="kind")]
+class LinkHeader(ConnectorOptions):
+    """Follow the response's ``Link`` header (RFC 8288), as GitHub pages: ``rel="next"``."""
+
+    kind: Literal["link_header"]
+    rel: str = "next"
+    max_pages: int = Field(10_000, ge=1)
+
+    @field_validator("rel")
+    @classmethod
+    def _one_relation(cls, value: str) -> str:
+        if not value.strip() or any(c.isspace() for c in value.strip()):
+            raise ValueError("rel must be one relation type, such as next")
+        return value.strip().lower()  # relation types compare case-insensitively
+
+
+Pagination = Annotated[
+    LimitOffset | PageNumber | Cursor | NextLink | LinkHeader, Field(discriminator="kind")
+]
 
 
 class RestOptions(ConnectorOptions):
@@ -142,6 +161,72 @@ def rows_from(body: Any, record_path: str | None, layout: str, where: str) -> li
     return [r if isinstance(r, dict) else {"value": r} for r in found]
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_BARE = re.compile(r'[^\s;,"]*')
+
+
+def parse_link_header(value: str) -> list[tuple[str, dict[str, str]]]:
+    """The links of one ``Link`` header value (RFC 8288): ``[(target, {param: value})]``.
+
+    Several comma-separated links, parameters quoted or not (a quoted one may hold ``,`` and
+    ``;``), names lower-cased, and only the first occurrence of a parameter kept (RFC 8288
+    3.3: later ``rel`` parameters are ignored). ``rel="next last"`` is kept as one value: split
+    it on whitespace.
+
+    Raises:
+        ValueError: on text that is not a Link header.
+    """
+    links: list[tuple[str, dict[str, str]]] = []
+    i, n = 0, len(value)
+
+    def skip(chars: str) -> None:
+        nonlocal i
+        while i < n and value[i] in chars:
+            i += 1
+
+    while True:
+        skip(" \t,")
+        if i >= n:
+            return links
+        if value[i] != "<":
+            raise ValueError(f"expected '<' at character {i}")
+        end = value.find(">", i)
+        if end < 0:
+            raise ValueError(f"unclosed '<' at character {i}")
+        target, i = value[i + 1 : end].strip(), end + 1
+        params: dict[str, str] = {}
+        while True:
+            skip(" \t")
+            if i >= n or value[i] == ",":
+                break
+            if value[i] != ";":
+                raise ValueError(f"expected ';' or ',' at character {i}")
+            i += 1
+            skip(" \t")
+            name = _TOKEN.match(value, i)
+            if name is None:
+                raise ValueError(f"expected a parameter name at character {i}")
+            i = name.end()
+            skip(" \t")
+            text = ""
+            if i < n and value[i] == "=":
+                i += 1
+                skip(" \t")
+                quoted = _QUOTED.match(value, i)
+                if quoted is not None:
+                    text = re.sub(r"\\(.)", r"\1", quoted.group(1))
+                    i = quoted.end()
+                elif i < n and value[i] == '"':
+                    raise ValueError(f"unclosed quoted string at character {i}")
+                else:
+                    bare = _BARE.match(value, i)
+                    assert bare is not None  # matches the empty string at worst
+                    text, i = bare.group(), bare.end()
+            params.setdefault(name.group().lower(), text)
+        links.append((target, params))
+
+
 def whole_number(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -197,6 +282,10 @@ class PageGuard:
 
 
 Get = Callable[..., Awaitable[tuple[Any, list[dict[str, Any]]]]]
+# Also the response headers: (body, records, headers).
+GetPage = Callable[..., Awaitable[tuple[Any, list[dict[str, Any]], httpx.Headers]]]
+# The next link a page names (relative or absolute), or None at the end.
+NextOf = Callable[[Any, httpx.Headers], str | None]
 
 
 @register
@@ -256,13 +345,20 @@ class RestConnector(Connector):
         page = opts.pagination
         where = safe_url(url)
 
+        async def get_page(
+            extra: dict[str, Any], at: str | None = None
+        ) -> tuple[Any, list[dict[str, Any]], httpx.Headers]:
+            target = at or url
+            query = {**params, **extra} if at is None else secret_params
+            body, headers = await client.get_json(target, query)
+            rows = rows_from(body, opts.record_path, opts.record_layout, safe_url(target))
+            return body, rows, headers
+
         async def get(
             extra: dict[str, Any], at: str | None = None
         ) -> tuple[Any, list[dict[str, Any]]]:
-            target = at or url
-            query = {**params, **extra} if at is None else secret_params
-            body, _ = await client.get_json(target, query)
-            return body, rows_from(body, opts.record_path, opts.record_layout, safe_url(target))
+            body, rows, _ = await get_page(extra, at)
+            return body, rows
 
         if page is None:
             yield (await get({}))[1]
@@ -275,8 +371,10 @@ class RestConnector(Connector):
             pages = self._page_number(page, guard, get, concurrency)
         elif isinstance(page, Cursor):
             pages = self._cursor(page, guard, get)
+        elif isinstance(page, NextLink):
+            pages = self._follow_links(guard, get_page, client, url, self._body_link(page, guard))
         else:
-            pages = self._next_link(page, guard, get, client, url)
+            pages = self._follow_links(guard, get_page, client, url, self._header_link(page, guard))
         async for rows in pages:
             yield rows
 
@@ -438,20 +536,64 @@ class RestConnector(Connector):
             if rows:
                 yield rows
 
-    async def _next_link(
-        self, page: NextLink, guard: PageGuard, get: Get, client: ResilientClient, url: str
+    @staticmethod
+    def _body_link(page: NextLink, guard: PageGuard) -> NextOf:
+        """The next link of ``next_link``: text at ``next_path`` in the body."""
+
+        def next_of(body: Any, headers: httpx.Headers) -> str | None:
+            link = dig(body, page.next_path)
+            if link in (None, "", False):
+                return None
+            if not isinstance(link, str):
+                raise guard.fail(f"page {guard.pages} has a next link that is not text")
+            return link
+
+        return next_of
+
+    @staticmethod
+    def _header_link(page: LinkHeader, guard: PageGuard) -> NextOf:
+        """The next link of ``link_header``: the ``Link`` header's link of relation ``rel``."""
+
+        def next_of(body: Any, headers: httpx.Headers) -> str | None:
+            targets: list[str] = []
+            for value in headers.get_list("link"):
+                try:
+                    links = parse_link_header(value)
+                except ValueError as exc:
+                    # Not an end signal: reading past it could cut the records silently.
+                    raise guard.fail(
+                        f"page {guard.pages} has a Link header that cannot be parsed ({exc})"
+                    ) from None
+                for target, params in links:
+                    if page.rel in params.get("rel", "").lower().split() and target not in targets:
+                        targets.append(target)
+            if len(targets) > 1:
+                raise guard.fail(
+                    f"page {guard.pages} has {len(targets)} different rel={page.rel!r} links in "
+                    "its Link header"
+                )
+            return targets[0] if targets else None
+
+        return next_of
+
+    async def _follow_links(
+        self,
+        guard: PageGuard,
+        get_page: GetPage,
+        client: ResilientClient,
+        url: str,
+        next_of: NextOf,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        body, rows = await get({})
+        """``next_link`` and ``link_header``: follow each page's next link until there is none."""
+        body, rows, headers = await get_page({})
         guard.check("page 1", rows)
         yield rows
         followed: dict[str, int] = {}
         current = url
-        while (link := dig(body, page.next_path)) not in (None, "", False):
-            if not isinstance(link, str):
-                raise guard.fail(f"page {guard.pages} has a next link that is not text")
+        while (link := next_of(body, headers)) is not None:
             current = urljoin(current, link)
             if not client.trusted(current):
-                # A link from a response body is data: following it would send our credentials
+                # A link from a response is data: following it would send our credentials
                 # to (or take records from) a host nobody configured.
                 raise guard.fail(
                     f"page {guard.pages} links to {safe_url(current)}, another origin than the "
@@ -464,7 +606,7 @@ class RestConnector(Connector):
             followed[current] = guard.pages
             label = f"page {guard.pages + 1}"
             guard.allow(label)
-            body, rows = await get({}, at=current)
+            body, rows, headers = await get_page({}, at=current)
             guard.check(label, rows)
             if rows:
                 yield rows

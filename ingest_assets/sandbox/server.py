@@ -1,4 +1,4 @@
-"""A loopback HTTP sandbox imitating the DummyJSON products API and the Open-Meteo archive API.
+"""A loopback HTTP sandbox imitating the DummyJSON, Open-Meteo archive and GitHub issues APIs.
 
 The sandbox is stdlib-only (no Dagster import) so it can run in tests, in ``make demo`` and as a
 separate process (``python -m ingest_assets.sandbox``). It serves:
@@ -7,6 +7,9 @@ separate process (``python -m ingest_assets.sandbox``). It serves:
   catalogue, answered in DummyJSON's shape (``{"products", "total", "skip", "limit"}``).
 * ``GET /v1/archive?latitude=..&longitude=..&start_date=..&end_date=..&hourly=..&timezone=UTC``:
   deterministic, realistic hourly weather in Open-Meteo's archive shape.
+* ``GET /repos/{owner}/{repo}/issues?state=all&since=..&until=..&per_page=N&page=P``:
+  deterministic issues of a day in GitHub's shape (a JSON array), paged by ``Link`` header
+  (see :mod:`ingest_assets.sandbox.issues`).
 * Control endpoints, never subject to faults and not counted in the statistics:
   ``GET /_faults`` (current faults), ``POST /_faults`` (JSON body of :class:`Faults` fields,
   replaces the faults and resets the fault counters), ``GET /_stats`` (request counts) and
@@ -38,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ingest_assets.sandbox.generated import GeneratedCatalogue
+from ingest_assets.sandbox.issues import InvalidParameter, issues_page, issues_path
 
 __all__ = ["Faults", "Sandbox", "load_products", "weather_archive"]
 
@@ -555,11 +559,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
 
         query = parse_qs(parts.query, keep_blank_values=True)
+        headers: Mapping[str, str] | None = None
         try:
-            status, body = self._route(path, query)
+            routed = self._route(path, query)
         except BadRequest as exc:
-            status, body = 400, {"error": True, "reason": str(exc)}
-        self._send(status, body, path=path, truncate=decision.malformed and status == 200)
+            routed = 400, {"error": True, "reason": str(exc)}
+        status, body = routed[0], routed[1]
+        if len(routed) > 2:
+            headers = routed[2]
+        self._send(
+            status, body, path=path, headers=headers, truncate=decision.malformed and status == 200
+        )
 
     def do_POST(self) -> None:
         """Steer the sandbox: ``POST /_faults`` and ``POST /_stats/reset``."""
@@ -586,7 +596,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- routes -----------------------------------------------------------------------------
 
-    def _route(self, path: str, query: Mapping[str, list[str]]) -> tuple[int, Any]:
+    def _route(
+        self, path: str, query: Mapping[str, list[str]]
+    ) -> tuple[int, Any] | tuple[int, Any, Mapping[str, str]]:
+        """``(status, body)``, or ``(status, body, headers)`` for a route with its own headers."""
         products = self.server.sandbox.products
         if path == "/products":
             if isinstance(products, GeneratedCatalogue) and not query.get("select"):
@@ -610,6 +623,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return 404, {"message": f"Product with id '{raw_id}' not found"}
         if path == "/v1/archive":
             return 200, weather_archive(query)
+        if (repo := issues_path(path)) is not None:
+            # Link URLs name the host the client asked (as GitHub's name api.github.com).
+            host = self.headers.get("Host") or urlsplit(self.server.sandbox.url).netloc
+            try:
+                issues, headers = issues_page(*repo, query, f"http://{host}{path}")
+            except InvalidParameter as exc:
+                raise BadRequest(str(exc)) from None
+            return 200, issues, headers
         return 404, {"error": True, "reason": f"Not found: {path}"}
 
 

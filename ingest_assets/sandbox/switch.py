@@ -3,10 +3,10 @@
 The definitions module calls :func:`use_sandbox_if_requested` when it loads. Every process that
 loads the definitions (the ``dagster`` CLI, the code server of ``dagster dev``, run workers,
 step processes, Celery workers) then serves its own sandbox on a free loopback port in a daemon
-thread and points ``DUMMYJSON_BASE_URL`` and ``OPEN_METEO_BASE_URL`` at it. So no process
-depends on another one staying alive, no port is fixed (nothing to collide with), and nothing
-keeps running when the process exits. A base URL the user set explicitly is left alone; one
-inherited from a parent process's sandbox is replaced by this process's own.
+thread and points ``DUMMYJSON_BASE_URL``, ``OPEN_METEO_BASE_URL`` and ``GITHUB_API_URL`` at
+it. So no process depends on another one staying alive, no port is fixed (nothing to collide
+with), and nothing keeps running when the process exits. A base URL the user set explicitly is
+left alone; one inherited from a parent process's sandbox is replaced by this process's own.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import MutableMapping
 from ingest_assets.sandbox.server import Sandbox
 
 SWITCH = "INGEST_SANDBOX"
-URL_VARIABLES = ("DUMMYJSON_BASE_URL", "OPEN_METEO_BASE_URL")
+URL_VARIABLES = ("DUMMYJSON_BASE_URL", "OPEN_METEO_BASE_URL", "GITHUB_API_URL")
 # The URL this switch set: a child process inherits it and knows it may replace it.
 SET_BY_SWITCH = "INGEST_SANDBOX_URL"
 
