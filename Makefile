@@ -25,6 +25,11 @@ dagster-home:
 	@mkdir -p "$(DAGSTER_HOME)"
 	@cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
+# The demo and dev-sandbox add the third example dataset (GitHub issues, served by the sandbox)
+# on top of the shipped sources; INGEST_SOURCES_FILE set by hand wins.
+EXAMPLE_SOURCES := $(CURDIR)/ingest_assets/examples/github_issues.yaml
+
+demo: export INGEST_SOURCES_FILE ?= $(EXAMPLE_SOURCES)
 demo: install dagster-home
 	$(BIN)/python -m ingest_assets.demo --partition $(DEMO_PARTITION)
 
@@ -36,6 +41,7 @@ dev: install dagster-home
 
 # `make dev` offline: the REST sources talk to the loopback sandbox API (INGEST_SANDBOX=1).
 dev-sandbox: export INGEST_SANDBOX := 1
+dev-sandbox: export INGEST_SOURCES_FILE ?= $(EXAMPLE_SOURCES)
 dev-sandbox: dev
 
 # The peers (dlt, ...) live in the optional `bench` extra, installed only for this target.

@@ -73,9 +73,19 @@ def run(partition: str) -> int:
         (e.step_key or "?", _first_line(e.step_failure_data.error))
         for e in result.get_step_failure_events()
     ]
-    tables = sorted(".".join(key.path) for key in defs.resolve_all_asset_keys())
+    tables = stored_tables(defs)
     print_summary(partition, checks, elapsed, result.success, tables=tables, failures=failures)
     return 0 if result.success else 1
+
+
+def stored_tables(defs) -> list[str]:
+    """The tables the assets write: an asset stored in a shared table (``quarantine/<d>`` in
+    ``quarantine.records``, ``metrics/ingestion_<d>`` in ``metrics.ingestion``) names it."""
+    tables = set()
+    for spec in defs.resolve_all_asset_specs():
+        table = spec.metadata.get("table")
+        tables.add(str(getattr(table, "value", table)) if table else ".".join(spec.key.path))
+    return sorted(tables)
 
 
 def _first_line(error) -> str:

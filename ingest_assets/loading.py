@@ -22,7 +22,7 @@ from ingest_assets.config import (
 from ingest_assets.connectors.registry import get_connector_class
 from ingest_assets.datasets import DeclarationError, YamlText, catalog_for
 
-TOP_LEVEL_KEYS = ("defaults", "sources", "datasets")
+TOP_LEVEL_KEYS = ("extends", "defaults", "sources", "datasets")
 
 
 def _format_error(path: Path, source: str | None, exc: ValidationError) -> str:
@@ -34,15 +34,35 @@ def _format_error(path: Path, source: str | None, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_sources(path: str | Path | None = None) -> SourcesFile:
-    """Read and validate a sources file, its datasets and each connector's own options."""
+def _base_of(path: Path, raw: dict, seen: tuple[Path, ...]) -> SourcesFile | None:
+    """The sources file ``extends:`` names (relative to this one), loaded first."""
+    extends = raw.get("extends")
+    if extends is None:
+        return None
+    if not isinstance(extends, str) or not extends.strip():
+        raise ConfigError(f"{path}: extends: expected the path of another sources file")
+    base = (path.parent / extends).resolve()
+    if base in seen:
+        raise ConfigError(f"{path}: extends: {extends!r} extends this file again (a circle)")
+    return load_sources(base, (*seen, base))
+
+
+def load_sources(path: str | Path | None = None, _seen: tuple[Path, ...] = ()) -> SourcesFile:
+    """Read and validate a sources file, its datasets and each connector's own options.
+
+    ``extends: other.yaml`` takes that file's sources and datasets first (this file's
+    ``defaults`` apply to its own sources only); a source name may appear once in all."""
     path = Path(path) if path else sources_file_path()
     try:
         text = YamlText.read(path)
     except DeclarationError as exc:
         raise ConfigError(str(exc).replace(f"{path.name}:", f"{path}:", 1)) from None
     raw = text.data
-    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), dict) or not raw["sources"]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with a non-empty 'sources' mapping")
+    base = _base_of(path, raw, (*_seen, path.resolve()))
+    own_sources = raw.get("sources")
+    if not isinstance(own_sources, dict) or not (own_sources or base):
         raise ConfigError(f"{path}: expected a mapping with a non-empty 'sources' mapping")
     unknown_top = set(raw) - set(TOP_LEVEL_KEYS)
     if unknown_top:
@@ -51,7 +71,7 @@ def load_sources(path: str | Path | None = None) -> SourcesFile:
             f"(one of {', '.join(TOP_LEVEL_KEYS)})"
         )
     try:
-        catalog = catalog_for(text)
+        catalog = catalog_for(text, base.catalog if base else None)
     except DeclarationError as exc:
         raise ConfigError(str(exc)) from None
     try:
@@ -61,9 +81,11 @@ def load_sources(path: str | Path | None = None) -> SourcesFile:
             _format_error(path, None, exc).replace("field '", "field 'defaults.")
         ) from exc
 
-    sources = []
+    sources = list(base.sources) if base else []
     for name, block in raw["sources"].items():
         where = f"{path}:{text.line_of(['sources', name]) or '?'}"
+        if any(s.name == name for s in sources):
+            raise ConfigError(f"{where}: source {name!r}: defined already in {base.path}")
         if not isinstance(block, dict):
             raise ConfigError(f"{path}: source {name!r}: expected a mapping of fields")
         if "name" in block:

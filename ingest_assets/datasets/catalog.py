@@ -121,9 +121,9 @@ def shipped() -> Catalog:
     return _BUILTIN
 
 
-def catalog_for(text: YamlText) -> Catalog:
-    """The shipped datasets plus those a sources file declares."""
-    base = shipped()
+def catalog_for(text: YamlText, base: Catalog | None = None) -> Catalog:
+    """The datasets of ``base`` (default: the shipped ones) plus those a sources file declares."""
+    base = base or shipped()
     data = text.data if isinstance(text.data, Mapping) else {}
     own = declarations(text, data.get("datasets"), ["datasets"])
     for name in own:
