@@ -21,10 +21,40 @@ import pytest
 import yaml
 
 from ingest_assets.config import DEFAULT_LANDING_DIR, DEFAULT_SOURCES_FILE
+from ingest_assets.datasets import CompiledDataset
+from ingest_assets.datasets import shipped as shipped_datasets
+from ingest_assets.datasets.catalog import BUILTIN_DIR
+from ingest_assets.datasets.compile import compile_dataset
+from ingest_assets.datasets.declaration import DatasetDeclaration
 from ingest_assets.sandbox import Sandbox
 
 QUIET: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 SHIPPED: dict[str, Any] = yaml.safe_load(DEFAULT_SOURCES_FILE.read_text())
+
+
+def _merged(base: Any, changes: Any) -> Any:
+    if isinstance(base, dict) and isinstance(changes, dict):
+        merged = dict(base)
+        for key, value in changes.items():
+            merged[key] = _merged(base.get(key), value) if key in base else value
+        return merged
+    return changes
+
+
+def declaration(dataset: str, **changes: Any) -> CompiledDataset:
+    """A shipped dataset's YAML declaration with ``changes`` merged in, compiled as the loader
+    compiles it (``fields={"rating": {"le": 10}}`` changes one rule and nothing else)."""
+    data = yaml.safe_load((BUILTIN_DIR / f"{dataset}.yaml").read_text())["datasets"][dataset]
+    decl = DatasetDeclaration.model_validate(_merged(data, changes))
+    return compile_dataset(dataset, decl, f"{dataset}.yaml (changed by a test)")
+
+
+def redeclare(monkeypatch: pytest.MonkeyPatch, dataset: str, **changes: Any) -> CompiledDataset:
+    """Change a shipped declaration for the rest of the test (what a user does by editing its
+    YAML): every definitions built afterwards compile with it."""
+    compiled = declaration(dataset, **changes)
+    monkeypatch.setitem(shipped_datasets().datasets, dataset, compiled)
+    return compiled
 
 
 def shipped(name: str) -> dict[str, Any]:

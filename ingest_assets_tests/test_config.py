@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from ingest_assets.config import ConfigError, resolve_env
-from ingest_assets.loading import load_sources
 from ingest_assets.definitions import build_definitions
+from ingest_assets.loading import load_sources
 
 VALID_REST = """
 sources:

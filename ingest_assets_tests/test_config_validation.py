@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ingest_assets.config import TEMPLATE_NAMES, ConfigError
-from ingest_assets.loading import load_sources
 from ingest_assets.connectors.base import FetchContext
+from ingest_assets.loading import load_sources
 
 REST = """
 sources:

@@ -9,9 +9,9 @@ import dagster as dg
 import pytest
 
 from ingest_assets.config import ConfigError
-from ingest_assets.loading import load_sources
 from ingest_assets.connectors import registry
 from ingest_assets.definitions import build_definitions
+from ingest_assets.loading import load_sources
 from ingest_assets_tests.conftest import QUIET, read_table
 
 PLUGIN = '''

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import dagster as dg
@@ -10,9 +9,9 @@ import pandas as pd
 import pytest
 
 from ingest_assets.assets import datasets as dataset_assets
+from ingest_assets.datasets import shipped as shipped_datasets
 from ingest_assets.quality.validate import SplitResult
 from ingest_assets.records.split import DatasetSplit
-from ingest_assets.transforms import datasets as transforms
 from ingest_assets_tests.quality_fixtures import (  # noqa: F401 - fixtures
     QualityEnv,
     check_results,
@@ -98,7 +97,7 @@ def corrupt_categories(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def buggy(self, raw, source, mapping, records=None) -> SplitResult:
         result = split(self, raw, source, mapping, records)
-        if self.dataset == "products":
+        if self.name == "products":
             result.valid["category"] = result.valid["category"].str.upper()
         return result
 
@@ -157,15 +156,14 @@ def test_the_cleaned_check_runs_on_the_written_chunks_and_catches_a_key_repeated
 def test_features_and_metrics_checks_report_errors_without_blocking(
     quality_env: QualityEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps = transforms.DATASETS["products"]
+    products = shipped_datasets()["products"]
+    features = products.features
 
     def off_by_a_cent(df: pd.DataFrame) -> pd.DataFrame:
-        features = steps.features(df)
-        return features.assign(final_price=features["final_price"] + 0.01)
+        computed = features(df)
+        return computed.assign(final_price=computed["final_price"] + 0.01)
 
-    monkeypatch.setitem(
-        transforms.DATASETS, "products", dataclasses.replace(steps, features=off_by_a_cent)
-    )
+    monkeypatch.setattr(products, "features", off_by_a_cent)
     result = quality_env.run()
     assert result.success
     check = check_results(result)[("features/products", "pandera_schema")]

@@ -1,4 +1,5 @@
-"""One source of truth: the record split, the checks and drift all read the Pandera models."""
+"""One source of truth: the record split, the checks and drift all read the dataset's compiled
+Pandera schemas."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
-import pytest
-from pandera.typing import Series
 
-from ingest_assets.assets.schema_checks import model_rules, validate_frame
+from ingest_assets.assets.schema_checks import schema_rules, validate_frame
 from ingest_assets.config import SourceConfig
+from ingest_assets.datasets import shipped as shipped_datasets
 from ingest_assets.quality import schemas
 from ingest_assets.quality.chunked import SchemaRun
 from ingest_assets.quality.drift import detect_drift, source_drift
@@ -26,8 +26,8 @@ from ingest_assets.quality.history import (
     update_history,
 )
 from ingest_assets.quality.validate import split_records
-from ingest_assets.transforms.products import normalize_products
 from ingest_assets.transforms.raw import raw_frame
+from ingest_assets_tests.quality_fixtures import declaration
 
 NOW = pd.Timestamp("2024-06-02T03:00", tz="UTC")
 MAPPING = {"product_id": "id", "discount_pct": "discountPercentage"}
@@ -47,7 +47,11 @@ def product(**overrides: object) -> dict:
     return record
 
 
-def split(records_by_day: dict[str, list[dict]]):
+def cleaned_products() -> pa.DataFrameSchema:
+    return shipped_datasets()["products"].cleaned_schema
+
+
+def split(records_by_day: dict[str, list[dict]], dataset=None):
     raw = pd.concat(
         [raw_frame(rs, dt.date.fromisoformat(d), "run-1", NOW) for d, rs in records_by_day.items()],
         ignore_index=True,
@@ -55,21 +59,14 @@ def split(records_by_day: dict[str, list[dict]]):
     return split_records(
         raw,
         source="shop",
-        dataset="products",
+        dataset=dataset or shipped_datasets()["products"],
         mapping=MAPPING,
         run_id="run-1",
         quarantined_at=NOW,
-        clean=normalize_products,
     )
 
 
-class GenerousProducts(schemas.CleanedProducts):
-    """The cleaned products model with one rule changed: ratings up to 10."""
-
-    rating: Series[float] = pa.Field(ge=0, le=10, nullable=True)
-
-
-def test_the_split_follows_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_split_follows_the_declaration() -> None:
     records = {"2024-06-01": [product(id=1, rating=7.5), product(id=2)]}
     strict = split(records)
     assert len(strict.valid) == 1
@@ -81,17 +78,16 @@ def test_the_split_follows_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
         }
     ]
     # Change the declaration, nothing else: the split follows.
-    monkeypatch.setitem(schemas.CLEANED_MODELS, "products", GenerousProducts)
-    generous = split(records)
+    generous = split(records, declaration("products", fields={"rating": {"le": 10}}))
     assert len(generous.valid) == 2 and generous.quarantined.empty
 
 
-def test_duplicate_keys_come_from_the_models_unique() -> None:
-    for dataset, model in schemas.CLEANED_MODELS.items():
-        assert set(schemas.DATASET_KEYS[dataset]) | {"partition_date"} >= set(
-            model.to_schema().unique
-        )
-    assert schemas.DATASET_KEYS == {
+def test_duplicate_keys_come_from_the_declared_key() -> None:
+    catalog = shipped_datasets()
+    for compiled in catalog:
+        assert compiled.cleaned_schema.unique == ["partition_date", *compiled.key]
+        assert compiled.features_schema.unique == ["partition_date", *compiled.key]
+    assert {c.name: c.key for c in catalog} == {
         "products": ["source", "product_id"],
         "weather": ["city", "observed_at"],
     }
@@ -131,8 +127,8 @@ def cleaned_frame(**overrides: object) -> pd.DataFrame:
 
 
 def test_a_schema_check_reports_counts_per_check_and_the_failing_rows() -> None:
-    assert validate_frame(schemas.CleanedProducts, cleaned_frame()).passed
-    result = validate_frame(schemas.CleanedProducts, cleaned_frame(price=-1.0, category="Home"))
+    assert validate_frame(cleaned_products(), cleaned_frame()).passed
+    result = validate_frame(cleaned_products(), cleaned_frame(price=-1.0, category="Home"))
     assert not result.passed and result.severity.value == "ERROR"
     metadata = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
     assert metadata["failures_by_check"] == {"price: greater_than(0)": 1, "category: lower_case": 1}
@@ -153,8 +149,8 @@ def test_a_model_run_in_chunks_gives_the_verdict_of_one_frame() -> None:
         [cleaned_frame(price=-1.0), cleaned_frame(category="Home").assign(product_id=["3", "4"])],
         ignore_index=True,
     )
-    whole = SchemaRun.of(schemas.CleanedProducts).validate_all([frame])
-    chunked = SchemaRun.of(schemas.CleanedProducts).validate_all([frame.iloc[:2], frame.iloc[2:]])
+    whole = SchemaRun(cleaned_products()).validate_all([frame])
+    chunked = SchemaRun(cleaned_products()).validate_all([frame.iloc[:2], frame.iloc[2:]])
     assert (
         whole.by_check
         == chunked.by_check
@@ -172,11 +168,11 @@ def test_a_model_run_in_chunks_gives_the_verdict_of_one_frame() -> None:
 
 def test_a_key_repeated_in_a_later_chunk_breaks_the_model_unique_key() -> None:
     first, again = cleaned_frame(), cleaned_frame().assign(title=["Desk", "Sofa"])
-    run = SchemaRun.of(schemas.CleanedProducts).validate_all([first, again.iloc[1:]])
+    run = SchemaRun(cleaned_products()).validate_all([first, again.iloc[1:]])
     assert run.by_check == {"(frame): multiple_fields_uniqueness": 1}
     assert run.failing_rows == 1 and run.sample[0][-1].endswith("product_id=2")
     # A new key in a later chunk, and a repeat within one chunk (Pandera's own check).
-    run = SchemaRun.of(schemas.CleanedProducts).validate_all(
+    run = SchemaRun(cleaned_products()).validate_all(
         [first.iloc[:1], pd.concat([first.iloc[1:], again.iloc[1:]], ignore_index=True)]
     )
     assert run.by_check == {"(frame): multiple_fields_uniqueness": 2}
@@ -193,22 +189,23 @@ def test_text_columns_get_the_verdict_of_object_columns() -> None:
     verdicts = []
     for dtype in (None, pd.ArrowDtype(pyarrow.string()), pd.StringDtype()):
         typed = frame if dtype is None else frame.astype(dict.fromkeys(text, dtype))
-        run = SchemaRun.of(schemas.CleanedProducts).validate_all([typed.iloc[:2], typed.iloc[2:]])
+        run = SchemaRun(cleaned_products()).validate_all([typed.iloc[:2], typed.iloc[2:]])
         verdicts.append((run.by_check, run.rows, run.failing_rows))
     assert verdicts[0] == verdicts[1] == verdicts[2] == ({"category: lower_case": 1}, 4, 1)
     # A value that is not text still fails the type test of an object column.
     mixed = frame.assign(title=frame["title"].astype(object))
     mixed.loc[3, "title"] = 7
-    run = SchemaRun.of(schemas.CleanedProducts).validate_all([mixed])
+    run = SchemaRun(cleaned_products()).validate_all([mixed])
     assert "title: dtype('str')" in run.by_check
 
 
-def test_the_rules_are_listed_from_the_model() -> None:
-    rules = model_rules(schemas.CleanedProducts)
+def test_the_rules_are_listed_from_the_schema() -> None:
+    rules = schema_rules(cleaned_products())
     assert rules["price"].startswith("float64, required") and "greater_than(0)" in rules["price"]
     assert rules["(unique)"] == "partition_date, source, product_id"
 
 
+PRODUCTS = shipped_datasets()["products"]
 PARTNER = SourceConfig(
     name="partner",
     connector="csv",
@@ -230,7 +227,7 @@ def test_drift_new_missing_and_retyped_fields() -> None:
         {"sku": "B", "name": "Desk", "list_price": "n/a", "stock": "4", "_parse_error": "x"},
         {"sku": "C", "name": "Sofa", "list_price": " 12.50 ", "stock": ""},
     ]
-    report = source_drift(PARTNER, records)
+    report = source_drift(PARTNER, PRODUCTS, records)
     assert report.new_fields == ["color"]  # "_parse_error" is the connector's, not drift
     assert report.missing_fields == ["category"] and report.missing_required == ["category"]
     assert list(report.type_changes) == ["list_price"]
@@ -245,13 +242,15 @@ def test_no_drift_when_records_match_and_text_parses_as_declared() -> None:
         {"sku": "B", "name": "Desk", "category": "home", "list_price": "5", "stock": "abc"},
         {"sku": "C", "name": "Sofa", "category": "home", "list_price": "7.5", "stock": "1"},
     ]
-    report = source_drift(PARTNER, records)
+    report = source_drift(PARTNER, PRODUCTS, records)
     assert not report.drifted, report.describe()
 
 
 def test_without_a_declaration_only_the_mapped_fields_are_expected() -> None:
     source = PARTNER.model_copy(update={"fields": None})
-    report = source_drift(source, [{"sku": "A", "name": "Lamp", "list_price": 1, "extra": 1}])
+    report = source_drift(
+        source, PRODUCTS, [{"sku": "A", "name": "Lamp", "list_price": 1, "extra": 1}]
+    )
     assert report.new_fields == [] and "category" in report.missing_fields
     assert detect_drift([], {"a": "string"}, True).drifted is False
 

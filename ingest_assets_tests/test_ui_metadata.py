@@ -16,10 +16,11 @@ from ingest_assets.assets.metadata import (
     DEFAULT_OWNER,
     git_link_target,
     model_table_schema,
-    table_model,
+    table_schema,
     web_url,
     with_code_references,
 )
+from ingest_assets.datasets import shipped as shipped_datasets
 from ingest_assets.quality import schemas
 from ingest_assets.transforms.raw import SYSTEM_COLUMNS as RAW_SYSTEM_COLUMNS
 from ingest_assets.warehouse.preview import preview_metadata, table_preview
@@ -83,10 +84,10 @@ def test_every_table_asset_has_columns_owners_a_layer_kind_and_code_references(
                 assert reference.url.startswith("https://")
 
 
-def test_columns_come_from_the_pandera_model(quality_env: QualityEnv) -> None:
+def test_columns_come_from_the_compiled_schema(quality_env: QualityEnv) -> None:
     nodes = asset_nodes(quality_env.definitions())
     cleaned = columns(nodes["cleaned/products"])
-    assert list(cleaned) == list(schemas.CleanedProducts.to_schema().columns)
+    assert list(cleaned) == list(shipped_datasets()["products"].cleaned_schema.columns)
     price, rating, category = cleaned["price"], cleaned["rating"], cleaned["category"]
     assert (price.type, price.constraints.nullable, price.constraints.other) == (
         "double",
@@ -111,29 +112,30 @@ def test_columns_come_from_the_pandera_model(quality_env: QualityEnv) -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "model"),
+    ("key", "expected"),
     [
-        ("cleaned/products", schemas.CleanedProducts),
-        ("features/weather", schemas.FeaturesWeather),
-        ("metrics/products", schemas.MetricsProducts),
-        ("metrics/ingestion", schemas.MetricsIngestion),
-        ("metrics/ingestion_weather", schemas.MetricsIngestion),
-        ("quarantine/records", schemas.QuarantineRecords),
-        ("quarantine/products", schemas.QuarantineRecords),
-        ("quarantine/history", schemas.QuarantineHistory),
+        ("cleaned/products", "cleaned.products"),
+        ("features/weather", "features.weather"),
+        ("metrics/products", "metrics.products"),
+        ("metrics/ingestion", "MetricsIngestion"),
+        ("metrics/ingestion_weather", "MetricsIngestion"),
+        ("quarantine/records", "QuarantineRecords"),
+        ("quarantine/products", "QuarantineRecords"),
+        ("quarantine/history", "QuarantineHistory"),
         ("raw/partner_feed", None),
         ("cleaned/unknown", None),
     ],
 )
-def test_the_model_of_a_table_follows_its_key(key: str, model) -> None:
-    assert table_model(dg.AssetKey(key.split("/"))) is model
+def test_the_schema_of_a_table_follows_its_key(key: str, expected: str | None) -> None:
+    schema = table_schema(dg.AssetKey(key.split("/")), shipped_datasets())
+    assert (schema.name if schema is not None else None) == expected
 
 
 def test_a_model_field_description_is_the_column_description() -> None:
     class Described(schemas.PartitionedModel):
         amount: Series[float] = pa.Field(ge=0, description="What was paid, in EUR.")
 
-    amount = {c.name: c for c in model_table_schema(Described).columns}["amount"]
+    amount = {c.name: c for c in model_table_schema(Described.to_schema()).columns}["amount"]
     assert amount.description == "What was paid, in EUR."
 
 

@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
+from ingest_assets.datasets import shipped
 from ingest_assets.quality.validate import split_records, to_text, to_whole
-from ingest_assets.transforms.products import normalize_products
 from ingest_assets.transforms.raw import raw_frame
 
 NOW = pd.Timestamp("2024-06-02T03:00", tz="UTC")
@@ -37,11 +37,10 @@ def split(records: list[dict], dataset: str = "products", mapping: dict | None =
     result = split_records(
         raw,
         source="src",
-        dataset=dataset,
+        dataset=shipped()[dataset],
         mapping=MAPPING if mapping is None else mapping,
         run_id="run-1",
         quarantined_at=NOW,
-        clean=normalize_products if dataset == "products" else None,
     )
     assert len(result.valid) + len(result.quarantined) == len(records)
     return result
@@ -180,11 +179,10 @@ def test_the_earlier_duplicate_is_the_first_fetched_whatever_the_read_order() ->
     result = split_records(
         as_read,
         source="src",
-        dataset="products",
+        dataset=shipped()["products"],
         mapping=MAPPING,
         run_id="r",
         quarantined_at=NOW,
-        clean=normalize_products,
     )
     assert result.valid["title"].tolist() == ["first"]
     assert json.loads(result.quarantined["record"][0])["title"] == "second"

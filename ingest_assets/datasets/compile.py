@@ -226,10 +226,11 @@ def _sql_row_check(
 
     def holds(frame: pd.DataFrame) -> pd.Series:
         result = sql.run(f"SELECT {sql.ROW}, __ok FROM ({query})", sql.as_arrow(frame, columns))
-        ok = result.column("__ok").to_pandas()
-        return pd.Series(ok.fillna(True).astype(bool).to_numpy(), index=frame.index)
+        ok = result.column("__ok").to_numpy(zero_copy_only=False)
+        return pd.Series(ok != False, index=frame.index)  # noqa: E712 - null passes
 
-    return pa.Check(holds, name=name, error=expression)
+    # The name is what quarantine reasons and check results show; the SQL is its description.
+    return pa.Check(holds, name=name, description=expression)
 
 
 @dataclass
@@ -742,4 +743,4 @@ def _formula_check(
         same = (stored.astype(object) == expected.astype(object)).fillna(False).to_numpy(bool)
         return pd.Series(same | both_null, index=frame.index)
 
-    return pa.Check(holds, name=f"{name}_formula", error=f"{name} = {expression}")
+    return pa.Check(holds, name=f"{name}_formula", description=f"{name} = {expression}")
