@@ -285,8 +285,8 @@ def _copy_in(conn, table: str, frame) -> None:
 
 def _definitions(sources_file: str, warehouse_url: str):
     os.environ["INGEST_SOURCES_FILE"] = sources_file
-    from ingest_assets.loading import load_sources
     from ingest_assets.definitions import build_definitions
+    from ingest_assets.loading import load_sources
 
     return build_definitions(load_sources(), warehouse_url)
 

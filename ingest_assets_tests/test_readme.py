@@ -17,6 +17,8 @@ location loaded, the API answering) and are then stopped.
 
 from __future__ import annotations
 
+import decimal
+import json
 import os
 import re
 import shutil
@@ -299,6 +301,20 @@ def check_outcome(copy: Path) -> None:
         assert con.execute(count.format("raw.dummyjson_products")).fetchone() == (194,)
         # The file-source example's day (later commands use the shipped sources again).
         assert con.execute(count.format("raw.acme_feed")).fetchone() == (2,)
+        # "Add your own dataset": two tickets valid, T-3 quarantined with each of its reasons.
+        tickets = "SELECT ticket_id, status, amount, email FROM cleaned.tickets ORDER BY 1"
+        assert con.execute(tickets).fetchall() == [
+            ("T-1", "open", decimal.Decimal("12.50"), "ana@example.org"),
+            ("T-2", "pending", None, None),
+        ]
+        (errors,) = con.execute(
+            "SELECT errors FROM quarantine.records WHERE dataset = 'tickets'"
+        ).fetchone()
+        assert {e["column"] for e in json.loads(errors)} == {
+            "subject", "priority", "amount", "vip", "opened_on", "email",
+        }  # fmt: skip
+        metrics = "SELECT status, ticket_count FROM metrics.tickets ORDER BY 1"
+        assert con.execute(metrics).fetchall() == [("open", 1), ("pending", 1)]
     assert not list(copy.glob(".tmp_dagster_home_*")), "a temporary Dagster home was left"
 
 

@@ -43,3 +43,30 @@ def quarantine_rows(url: str, partition: str) -> list[tuple[str, str]]:
         f"WHERE {quote_ident(PARTITION_COLUMN)} = CAST(? AS DATE) ORDER BY source"
     )
     return [(s, e) for s, e in _query(url, sql, [partition])]
+
+
+def table_rows(url: str, table: str, partition: str | None = None, limit: int = 20):
+    """Up to ``limit`` rows of ``schema.table`` (of one day, if given) as a DataFrame;
+    ``LookupError`` names a table that is not there."""
+    import pandas as pd
+
+    tables = {f"{s}.{t}" for s, t in _query(url, TABLES_SQL)}
+    if table not in tables:
+        known = ", ".join(sorted(tables)) or "none yet"
+        raise LookupError(f"no table {table!r} in the warehouse (tables: {known})")
+    schema, name = table.split(".", 1)
+    target = f"{quote_ident(schema)}.{quote_ident(name)}"
+    columns = [
+        c
+        for (c,) in _query(
+            url,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [schema, name],
+        )
+    ]
+    where, params = "", []
+    if partition is not None and PARTITION_COLUMN in columns:
+        where, params = f" WHERE {quote_ident(PARTITION_COLUMN)} = CAST(? AS DATE)", [partition]
+    rows = _query(url, f"SELECT * FROM {target}{where} LIMIT {int(limit)}", params)
+    return pd.DataFrame(rows, columns=columns)
