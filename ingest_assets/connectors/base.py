@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import os
+import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,6 +25,109 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Record = dict[str, Any]
 Batch = list[Record]
+
+
+# Option and header names that say their value is a credential.
+SECRET_NAME = re.compile(
+    r"auth|key|token|secret|passw|cookie|session|signature|credential", re.IGNORECASE
+)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+REDACTED = "REDACTED"
+# Shorter values would blank innocent text (a page number, a date part); they are no secrets.
+MIN_SECRET_LENGTH = 4
+
+
+class Secrets:
+    """Redaction of a fetch's secret values from any text shown: messages, logs, metadata.
+
+    A value is also looked for as a URL carries it (percent-encoded in a path or a query), so
+    a token in a URL path is caught in a URL however it is written out.
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        forms: set[str] = set()
+        for value in values:
+            if len(value) < MIN_SECRET_LENGTH:
+                continue
+            forms.update((value, quote(value, safe=""), quote(value, safe="/:@!$&'()*+,;=~")))
+            forms.add(quote_plus(value))
+        # Longest first: a secret holding another is replaced whole.
+        self.forms = sorted(forms, key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self.forms)
+
+    def __call__(self, text: str) -> str:
+        for form in self.forms:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        return text
+
+    def scrub(self, exc: BaseException) -> None:
+        """Redact an exception's message and those of its causes, as tracebacks show them all."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen and self:
+            seen.add(id(current))
+            current.args = tuple(self(a) if isinstance(a, str) else a for a in current.args)
+            current = current.__cause__ or current.__context__
+
+
+class RedactingLog:
+    """A logger stand-in that formats each message and redacts it before passing it on."""
+
+    def __init__(self, log: Any, secrets: Secrets) -> None:
+        self._log = log
+        self._secrets = secrets
+
+    def _emit(self, level: str, message: Any, *args: Any) -> None:
+        text = str(message) % args if args else str(message)
+        getattr(self._log, level)(self._secrets(text))
+
+    def debug(self, message: Any, *args: Any) -> None:
+        self._emit("debug", message, *args)
+
+    def info(self, message: Any, *args: Any) -> None:
+        self._emit("info", message, *args)
+
+    def warning(self, message: Any, *args: Any) -> None:
+        self._emit("warning", message, *args)
+
+    def error(self, message: Any, *args: Any) -> None:
+        self._emit("error", message, *args)
+
+
+def secret_values(options: Mapping[str, Any], env: Mapping[str, str] | None = None) -> list[str]:
+    """The values in a source's options that must never be shown, as sent (resolved).
+
+    Secret are: every environment value an option refers to (``${NAME}``), but for a
+    ``base_url``'s own (a plain address; a variable named like a credential still counts),
+    and the whole value of any field named like a credential (``api_key``, ``Authorization``).
+    """
+    env = os.environ if env is None else env
+    found: list[str] = []
+
+    def walk(value: Any, name: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, str(key))
+            return
+        if isinstance(value, list | tuple):
+            for item in value:
+                walk(item, name)
+            return
+        if not isinstance(value, str):
+            return
+        for ref in _ENV_REF.finditer(value):
+            if env.get(ref.group(1)) and (name != "base_url" or SECRET_NAME.search(ref.group(1))):
+                found.append(env[ref.group(1)])
+        if SECRET_NAME.search(name):
+            # Unset: nothing to hide, and the fetch fails on it by itself.
+            with contextlib.suppress(ConfigError):
+                found.append(resolve_env(value, env))
+
+    walk(options, "")
+    return found
 
 
 class FetchError(Exception):
@@ -86,6 +194,8 @@ class FetchContext:
     on_progress: Callable[[str], None] | None = None
     # Responses already fetched for this (source, day) by an earlier try; None: no resume.
     checkpoint: PageCheckpoint | None = None
+    # The landing folder file sources read (None: INGEST_LANDING_DIR); a restored archive.
+    landing_dir: Path | None = None
 
     def progress(self, message: str) -> None:
         if self.on_progress is not None:
@@ -95,7 +205,8 @@ class FetchContext:
         """The names a configured string may use: ``{date}``, ``{landing_dir}`` and extras."""
         from ingest_assets.config import landing_dir
 
-        return {"date": self.partition_date.isoformat(), "landing_dir": str(landing_dir()), **extra}
+        landing = self.landing_dir or landing_dir()
+        return {"date": self.partition_date.isoformat(), "landing_dir": str(landing), **extra}
 
 
 class ConnectorOptions(BaseModel):
@@ -122,6 +233,11 @@ class Connector(ABC):
         """Resolve environment references at run time (never stored in Dagster)."""
         return resolve_env(value, ctx.env)
 
+    def secrets(self, ctx: FetchContext) -> Secrets:
+        """What this source must never show in a message or a log line (see ``secret_values``)."""
+        configured = {**self.source.options, "http_headers": dict(self.source.http.headers)}
+        return Secrets(secret_values(configured, ctx.env))
+
     @abstractmethod
     def fetch(self, ctx: FetchContext) -> AsyncIterator[Batch]:
         """Yield batches of records (plain dicts) for ``ctx.partition_date``."""
@@ -131,8 +247,11 @@ async def stream(connector: Connector, ctx: FetchContext) -> AsyncIterator[Batch
     """The connector's batches, in the source's order, counted in ``ctx.stats``.
 
     Every error on the way out is a ``FetchError`` whose one-line message starts with the
-    source and the day; use this (not ``connector.fetch``) to consume a connector.
+    source and the day; use this (not ``connector.fetch``) to consume a connector. No error
+    leaves with a secret value of the source in its message or its causes' (connectors name
+    URLs without them already; this is the last line).
     """
+    secrets = connector.secrets(ctx)
     try:
         async for batch in connector.fetch(ctx):
             ctx.stats.batches += 1
@@ -140,13 +259,17 @@ async def stream(connector: Connector, ctx: FetchContext) -> AsyncIterator[Batch
             yield batch
     except FetchError as exc:
         exc.locate(connector.source.name, ctx.partition_date)
+        secrets.scrub(exc)
         raise
     except ConfigError as exc:
         # Resolved at run time (an unset environment variable, an unknown template name):
         # no retry can fix it.
-        raise PermanentFetchError(str(exc)).locate(
+        raise PermanentFetchError(secrets(str(exc))).locate(
             connector.source.name, ctx.partition_date
         ) from None
+    except Exception as exc:
+        secrets.scrub(exc)
+        raise
 
 
 async def _drain(connector: Connector, ctx: FetchContext, each: Callable[[Batch], T]) -> list[T]:

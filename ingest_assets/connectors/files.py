@@ -5,20 +5,30 @@ line or row that cannot be parsed becomes a parse-error record,
 ``{"_parse_error": "line N…: why", "_line": N, "_raw": "<the line's text>"}``, which
 validation quarantines, and the rest of the file still loads. A file fails as a whole
 (``FileParseError``, permanent) only when the rest cannot be read: a broken or duplicate CSV
-header, malformed or forbidden XML (DTDs, entities), a file undecodable as a whole.
+header, malformed or forbidden XML (DTDs, entities), a file undecodable as a whole, or a file
+larger than ``max_file_bytes``.
 XML is parsed with defusedxml: no entity expansion, no external entities, no DTD retrieval.
+
+Every read is bounded: a gzip-compressed file (recognised by its magic bytes, whatever its name)
+is inflated as a stream and counted, as a plain file is, against ``max_file_bytes``; a line is
+read at most ``max_record_bytes`` at a time (a longer one is a parse-error record holding its
+first ``max_record_bytes``, the rest skipped unread into memory); checking a line costs time
+linear in its length.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import gzip
+import itertools
 import json
 import re
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 from xml.etree import ElementTree as ET
 
 from defusedxml import DefusedXmlException
@@ -38,6 +48,10 @@ from ingest_assets.connectors.registry import register
 
 PARSE_ERROR = "_parse_error"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+GZIP_MAGIC = b"\x1f\x8b"
+# Far below a worker's memory; files are streamed, so this bounds a bomb, not a normal day.
+DEFAULT_MAX_FILE_BYTES = 1024**3
+DEFAULT_MAX_RECORD_BYTES = 64 * 1024**2
 
 
 class MissingFileError(FileNotFoundError):
@@ -52,6 +66,16 @@ def parse_error(reason: str, line: int, raw: str) -> dict[str, Any]:
 
 class FileOptions(ConnectorOptions):
     path: str = Field(description="template with {landing_dir} and {date}")
+    max_file_bytes: int = Field(
+        DEFAULT_MAX_FILE_BYTES,
+        ge=1,
+        description="largest file, in bytes once decompressed; larger fails the file (permanent)",
+    )
+    max_record_bytes: int = Field(
+        DEFAULT_MAX_RECORD_BYTES,
+        ge=1,
+        description="largest record (line, CSV row, XML record element); larger: a parse error",
+    )
     # utf-8-sig reads plain UTF-8 too, and drops the byte-order mark spreadsheet exports add
     # (otherwise the first header would be "\ufeffpartner_sku" and every row would miss it).
     encoding: str = "utf-8-sig"
@@ -116,11 +140,97 @@ class FileConnector(Connector):
         raise NotImplementedError
 
 
-Line = tuple[int, str | None, bytes]
+class FileTooLarge(FileParseError):
+    """A file past ``max_file_bytes`` (decompressed): the same file fails again."""
 
 
-def text_lines(path: Path, encoding: str) -> Iterator[Line]:
-    """(line number, text or None where undecodable, original bytes) for each physical line.
+class BoundedFile:
+    """A landing file's bytes, inflated as they are read when it is gzip-compressed, and
+    counted: reading past ``max_bytes`` raises ``FileTooLarge`` (so a small file that inflates
+    to gigabytes costs a read buffer, not gigabytes)."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.count = 0
+        self._file = path.open("rb")
+        self.compressed = self._file.read(2) == GZIP_MAGIC
+        self._file.seek(0)
+        self._handle: BinaryIO = (
+            gzip.GzipFile(fileobj=self._file, mode="rb") if self.compressed else self._file
+        )
+
+    def __enter__(self) -> BoundedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+        self._file.close()
+
+    def _counted(self, data: bytes) -> bytes:
+        self.count += len(data)
+        if self.count > self.max_bytes:
+            how = " once decompressed" if self.compressed else ""
+            raise FileTooLarge(
+                f"{self.path} holds more than max_file_bytes={self.max_bytes} bytes{how}; "
+                "raise max_file_bytes if the file really is that large"
+            )
+        return data
+
+    def _guarded(self, read: Any, size: int) -> bytes:
+        try:
+            return self._counted(read(size))
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise FileParseError(f"cannot decompress {self.path}: {exc}") from None
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._guarded(self._handle.readline, limit)
+
+    def read(self, size: int = -1) -> bytes:
+        if size >= 0:
+            return self._guarded(self._handle.read, size)
+        # In pieces: an inflating file is stopped at the cap, not after inflating entirely.
+        return b"".join(iter(lambda: self._guarded(self._handle.read, 1 << 20), b""))
+
+
+class Line(NamedTuple):
+    """One physical line: its number, its text (None where undecodable) and its bytes.
+
+    ``too_long``: longer than ``max_record_bytes``; ``raw`` then holds only its first
+    ``max_record_bytes`` (the rest was skipped, never held).
+    """
+
+    number: int
+    text: str | None
+    raw: bytes
+    too_long: bool = False
+
+
+def _physical_lines(handle: BoundedFile, max_bytes: int) -> Iterator[tuple[bytes, bool]]:
+    """(bytes, too long) per line; at most ``max_bytes`` (+ its line break) of a line is held,
+    and it is read in pieces, so the file's own bound trips early inside one endless line."""
+    while True:
+        pieces: list[bytes] = []
+        held = 0
+        while piece := handle.readline(1 << 20):
+            if held <= max_bytes + 2:
+                pieces.append(piece)
+                held += len(piece)
+            if piece.endswith(b"\n"):
+                break
+        if not pieces:
+            return
+        line = b"".join(pieces)
+        if len(line.rstrip(b"\r\n")) > max_bytes:
+            yield line[:max_bytes], True
+        else:
+            yield line, False
+
+
+def text_lines(
+    path: Path, encoding: str, max_file_bytes: int, max_record_bytes: int
+) -> Iterator[Line]:
+    """Each physical line of the file, as ``Line``s, bounded as ``BoundedFile`` says.
 
     Decoded line by line, so one bad byte costs one line, not the file. An encoding that is not
     ASCII-compatible (UTF-16/32) cannot be split into lines as bytes: that file is decoded as a
@@ -135,7 +245,8 @@ def text_lines(path: Path, encoding: str) -> Iterator[Line]:
     except UnicodeDecodeError:
         ascii_compatible = False
     if not ascii_compatible:
-        data = path.read_bytes()
+        with BoundedFile(path, max_file_bytes) as handle:
+            data = handle.read()
         try:
             text = data.decode(codec.name)
         except UnicodeDecodeError as exc:
@@ -143,16 +254,34 @@ def text_lines(path: Path, encoding: str) -> Iterator[Line]:
                 f"cannot decode {path} as {encoding}: byte {exc.start}: {exc.reason}"
             ) from None
         for number, line in enumerate(text.splitlines(keepends=True), start=1):
-            yield number, line, line.encode("utf-8", "surrogatepass")
+            raw = line.encode("utf-8", "surrogatepass")
+            if len(raw.rstrip(b"\r\n")) > max_record_bytes:
+                yield Line(number, None, raw[:max_record_bytes], too_long=True)
+            else:
+                yield Line(number, line, raw)
         return
     # A byte-order mark is dropped at the start of the file only, never from a later line.
     rest = "utf-8" if codec.name == "utf-8-sig" else codec.name
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+    with BoundedFile(path, max_file_bytes) as handle:
+        lines = _physical_lines(handle, max_record_bytes)
+        for number, (raw, too_long) in enumerate(lines, start=1):
+            if too_long:
+                yield Line(number, None, raw, too_long=True)
+                continue
             try:
-                yield number, raw.decode(codec.name if number == 1 else rest), raw
+                yield Line(number, raw.decode(codec.name if number == 1 else rest), raw)
             except UnicodeDecodeError:
-                yield number, None, raw
+                yield Line(number, None, raw)
+
+
+def too_long(line: Line, encoding: str, max_bytes: int) -> dict[str, Any]:
+    """The parse-error record of a line longer than ``max_record_bytes``."""
+    return parse_error(
+        f"line {line.number}: longer than max_record_bytes={max_bytes} bytes (first "
+        f"{max_bytes} bytes kept)",
+        line.number,
+        line.raw.decode(encoding, errors="replace"),
+    )
 
 
 def undecodable(number: int, raw: bytes, encoding: str) -> dict[str, Any]:
@@ -173,6 +302,10 @@ class _TooManyLines(Exception):
     pass
 
 
+class _TooLarge(Exception):
+    pass
+
+
 class _LineSource:
     """Feeds csv.reader one physical line at a time, keeping the current record's lines.
 
@@ -180,9 +313,11 @@ class _LineSource:
     first line is reported; the lines it swallowed are given back and read again.
     """
 
-    def __init__(self, lines: Iterator[Line], max_lines: int) -> None:
+    def __init__(self, lines: Iterator[Line], max_lines: int, max_bytes: int) -> None:
         self.lines = lines
         self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        self.size = 0
         self.given_back: deque[Line] = deque()
         self.taken: list[Line] = []
 
@@ -192,24 +327,29 @@ class _LineSource:
     def __next__(self) -> str:
         line = self.given_back.popleft() if self.given_back else next(self.lines)
         self.taken.append(line)
-        if line[1] is None:
+        self.size += len(line.raw)
+        if line.too_long or (len(self.taken) > 1 and self.size > self.max_bytes):
+            raise _TooLarge
+        if line.text is None:
             raise _Undecodable
         if len(self.taken) > self.max_lines:
             raise _TooManyLines
-        return line[1]
+        return line.text
 
     def start(self) -> None:
         self.taken = []
+        self.size = 0
 
     def give_back(self) -> Line:
         """The failed record's first line; the others will be read again."""
         first, rest = self.taken[0], self.taken[1:]
         self.given_back.extendleft(reversed(rest))
         self.taken = []
+        self.size = 0
         return first
 
     def text(self) -> str:
-        return "".join(line[1] or "" for line in self.taken).rstrip("\r\n")
+        return "".join(line.text or "" for line in self.taken).rstrip("\r\n")
 
 
 @register
@@ -225,7 +365,8 @@ class CsvConnector(FileConnector):
         # The csv module's limit is per process: raise it (never lower it) and apply this
         # source's own limit below.
         csv.field_size_limit(max(csv.field_size_limit(), opts.max_field_size + 1))
-        source = _LineSource(text_lines(path, opts.encoding), opts.max_record_lines)
+        lines = text_lines(path, opts.encoding, opts.max_file_bytes, opts.max_record_bytes)
+        source = _LineSource(lines, opts.max_record_lines, opts.max_record_bytes)
         reader = csv.reader(source, delimiter=opts.delimiter, strict=True)
         header: list[str] | None = None
         while True:
@@ -234,9 +375,12 @@ class CsvConnector(FileConnector):
                 row = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, _Undecodable, _TooManyLines) as exc:
-                number, text, raw = source.give_back()
-                if text is None:
+            except (csv.Error, _Undecodable, _TooManyLines, _TooLarge) as exc:
+                first = source.give_back()
+                number, text, raw = first.number, first.text, first.raw
+                if first.too_long:
+                    error = too_long(first, opts.encoding, opts.max_record_bytes)
+                elif text is None:
                     error = undecodable(number, raw, opts.encoding)
                 else:
                     error = parse_error(
@@ -278,6 +422,11 @@ class CsvConnector(FileConnector):
     def _why(exc: Exception, opts: CsvOptions) -> str:
         if isinstance(exc, _TooManyLines):
             return f"a quoted field is not closed within max_record_lines={opts.max_record_lines}"
+        if isinstance(exc, _TooLarge):
+            return (
+                f"a record is longer than max_record_bytes={opts.max_record_bytes} bytes "
+                "(an unclosed quoted field, or a real record that large)"
+            )
         message = str(exc)
         if message == "unexpected end of data":
             return "a quoted field is not closed before the end of the file"
@@ -298,21 +447,23 @@ class CsvConnector(FileConnector):
         return row
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_INNERMOST = re.compile(r"[\[{][^\[\]{}]*[\]}]")
+# A string, or an unterminated one running to the end of the text. Possessive: a string that
+# never closes is consumed once, not tried again from each of its quotes (escaped JSON inside a
+# truncated line made that quadratic: minutes for a few hundred kB).
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def nested_deeper_than(text: str, limit: int) -> bool:
-    """Whether JSON text nests arrays/objects more than ``limit`` deep (strings ignored)."""
+    """Whether JSON text nests arrays/objects more than ``limit`` deep (strings ignored).
+
+    Linear in the text's length, whatever it holds (an unclosed bracket counts as open).
+    """
     if text.count("[") + text.count("{") <= limit:
         return False
-    text = _JSON_STRING.sub("", text)
-    for _ in range(limit):
-        # Each pass removes the innermost containers: one level of nesting.
-        text, removed = _INNERMOST.subn("", text)
-        if not removed:
-            return False
-    return any(bracket in text for bracket in "[{")
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(itertools.accumulate(_STEP[b] for b in brackets), default=0) > limit
 
 
 @register
@@ -325,7 +476,12 @@ class JsonlConnector(FileConnector):
 
     def records(self, path: Path) -> Iterator[dict[str, Any]]:
         opts = self.options
-        for number, text, raw in text_lines(path, opts.encoding):
+        lines = text_lines(path, opts.encoding, opts.max_file_bytes, opts.max_record_bytes)
+        for whole in lines:
+            number, text, raw = whole.number, whole.text, whole.raw
+            if whole.too_long:
+                yield too_long(whole, opts.encoding, opts.max_record_bytes)
+                continue
             if text is None:
                 yield undecodable(number, raw, opts.encoding)
                 continue
@@ -429,9 +585,11 @@ class XmlConnector(FileConnector):
             _parser=DefusedXMLParser(target=ET.TreeBuilder(), forbid_dtd=True),
         )
         stack: list[ET.Element] = []
-        starts: list[int] = []
+        # Per open record: its line, and the bytes fed before the chunk it starts in.
+        starts: list[tuple[int, int]] = []
         number = 1
-        with path.open("rb") as handle:
+        fed = 0
+        with BoundedFile(path, opts.max_file_bytes) as handle:
             while True:
                 chunk = handle.readline(1 << 16)
                 try:
@@ -452,26 +610,37 @@ class XmlConnector(FileConnector):
                         f"forbidden XML in {path} at line {number}: {type(exc).__name__} "
                         "(DTDs and entities are refused)"
                     ) from None
+                fed_before, fed = fed, fed + len(chunk)
                 for event, element in events:
                     if event == "start":
                         stack.append(element)
                         if local_name(element.tag) == opts.record_tag:
-                            starts.append(number)
+                            starts.append((number, fed_before))
                         continue
                     stack.pop()
                     if local_name(element.tag) != opts.record_tag:
+                        # A record certainly past the bound (more fed since it began than the
+                        # bound and a chunk) is not kept growing: its finished parts are dropped.
+                        if starts and fed - starts[0][1] > opts.max_record_bytes + len(chunk):
+                            starts[0] = (starts[0][0], -1)
+                            _drop(element, stack)
                         continue
-                    yield self._record(element, starts.pop())
-                    element.clear()
-                    if stack and len(stack[-1]) and stack[-1][-1] is element:
-                        # Done with it: the tree does not grow with the file.
-                        del stack[-1][-1]
+                    line, began = starts.pop()
+                    yield self._record(element, line, dropped=began < 0)
+                    _drop(element, stack)
                 if not chunk:
                     return
                 number += chunk.count(b"\n")
 
-    def _record(self, element: ET.Element, line: int) -> dict[str, Any]:
+    def _record(self, element: ET.Element, line: int, dropped: bool) -> dict[str, Any]:
         opts = self.options
+        if dropped or _size(element) > opts.max_record_bytes:
+            return parse_error(
+                f"line {line}: <{local_name(element.tag)}> is larger than "
+                f"max_record_bytes={opts.max_record_bytes} bytes (its start kept)",
+                line,
+                _shown(element)[: opts.max_record_bytes],
+            )
         try:
             pairs = _fields(element, opts.max_depth, "", opts.attributes)
         except _TooDeep:
@@ -482,6 +651,23 @@ class XmlConnector(FileConnector):
                 _shown(element),
             )
         return _grouped([(name, as_field(value)) for name, value in pairs])
+
+
+def _drop(element: ET.Element, stack: list[ET.Element]) -> None:
+    """Done with an element: cleared and detached, so the tree does not grow with the file."""
+    element.clear()
+    if stack and len(stack[-1]) and stack[-1][-1] is element:
+        del stack[-1][-1]
+
+
+def _size(element: ET.Element) -> int:
+    """About the bytes an element took in the file (UTF-8 of its names, text and attributes)."""
+    total = 0
+    for node in element.iter():
+        parts = [node.tag, node.text or "", node.tail or "", *node.attrib.keys()]
+        parts += node.attrib.values()
+        total += sum(len(p.encode("utf-8", "surrogatepass")) for p in parts) + 2 * len(node.tag) + 5
+    return total
 
 
 def _shown(element: ET.Element) -> str:

@@ -1,7 +1,9 @@
 """HTTP resilience kept out of connector code: rate limiting, retries with backoff, circuit breaker.
 
 ``ResilientClient.get_json`` is the one call REST connectors make. Every attempt is counted in
-``FetchStats`` so ``metrics.ingestion`` can show what a source really cost.
+``FetchStats`` so ``metrics.ingestion`` can show what a source really cost. A body is read as a
+stream and counted as it is decompressed: one past ``max_body_bytes`` is dropped at that point,
+so a small gzip body that inflates to gigabytes costs the cap in memory, not gigabytes.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import json
 import logging
 import math
 import random
@@ -22,7 +25,13 @@ import httpx
 
 from ingest_assets import jsontext
 from ingest_assets.config import HttpSettings
-from ingest_assets.connectors.base import FetchError, FetchStats, PermanentFetchError
+from ingest_assets.connectors.base import (
+    FetchError,
+    FetchStats,
+    PermanentFetchError,
+    RedactingLog,
+    Secrets,
+)
 from ingest_assets.connectors.checkpoint import PageCheckpoint
 from ingest_assets.connectors.ratelimit import rate_limiter
 
@@ -33,6 +42,8 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 P = ParamSpec("P")
 T = TypeVar("T")
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# Far below a worker's memory, far above any page an API sends.
+DEFAULT_MAX_BODY_BYTES = 1024**3
 
 
 class RetryableError(FetchError):
@@ -154,13 +165,31 @@ def origin_of(url: str | httpx.URL) -> tuple[str, str, int | None]:
 MAX_REDIRECTS = 10
 
 
+class BodyTooLarge(PermanentFetchError):
+    """A response body past ``max_body_bytes`` once decompressed: the same body comes again."""
+
+
+def _first_bytes(content: bytes) -> str:
+    """What a body that is not JSON starts with, named by kind, never quoted (it may echo a key)."""
+    head = content.lstrip()[:64].lower()
+    if not head:
+        return "an empty body"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "an HTML page"
+    if head.startswith(b"<"):
+        return "markup (XML or HTML)"
+    return "text that is not JSON"
+
+
 class ResilientClient:
     """An ``httpx.AsyncClient`` behind a rate limiter, a concurrency cap, retries and a breaker.
 
     ``timeout_s`` is a deadline for a whole attempt (connect, redirects and the full body), not
     httpx's per-read timeout, which a server trickling bytes never trips. Headers named in
     ``secret_headers`` go only to ``origin`` (the configured base URL): redirects are followed
-    here, not by httpx, so a redirect to another origin is fetched without them.
+    here, not by httpx, so a redirect to another origin is fetched without them. ``secrets`` are
+    redacted from every URL this client names (``shown``) in a message or a log line: a token in
+    a URL's path is sent, never shown. A body is read up to ``max_body_bytes`` (decompressed).
     """
 
     def __init__(
@@ -175,10 +204,14 @@ class ResilientClient:
         secret_headers: Collection[str] = (),
         checkpoint: PageCheckpoint | None = None,
         rate_key: str | None = None,
+        secrets: Secrets | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.settings = settings
         self.stats = stats
-        self.log = log
+        self.secrets = secrets or Secrets()
+        self.log: Any = RedactingLog(log, self.secrets) if self.secrets else log
+        self.max_body_bytes = max_body_bytes
         self.headers = dict(headers or {})
         self.secret_headers = {name.lower() for name in secret_headers}
         try:
@@ -212,90 +245,145 @@ class ResilientClient:
         except httpx.InvalidURL:
             return False
 
+    def shown(self, url: str | httpx.URL) -> str:
+        """``url`` fit for a message: no query, no credentials, no secret in its path."""
+        return self.secrets(safe_url(url))
+
     def headers_for(self, url: str | httpx.URL) -> dict[str, str]:
         if self.trusted(url):
             return self.headers
         return {k: v for k, v in self.headers.items() if k.lower() not in self.secret_headers}
 
     async def get_json(
-        self, url: str, params: Mapping[str, Any] | None = None
+        self, url: str, params: Mapping[str, Any] | None = None, position: str = ""
     ) -> tuple[Any, httpx.Headers]:
-        """GET a JSON document, retrying transient failures; returns (body, headers)."""
+        """GET a JSON document, retrying transient failures; returns (body, headers).
+
+        ``position`` (``offset=50``, ``page 3``) names the request among its source's in errors.
+        """
         # Resume: a response an earlier try of this (source, day) got is not asked again.
         if self.checkpoint is not None and (stored := self.checkpoint.load(url, params)):
             return stored
         attempt = with_retries(self.settings, self.stats, self.log)(self._attempt)
-        body, response = await attempt(url, params)
+        body, content, headers = await attempt(url, params, position)
         if self.checkpoint is not None:
             # The bytes as they came: the stored page is read exactly as the live one.
-            self.checkpoint.save(url, params, response.content, response.headers)
-        return body, response.headers
+            self.checkpoint.save(url, params, content, headers)
+        return body, headers
 
-    async def _send(self, url: str, params: Mapping[str, Any] | None) -> httpx.Response:
+    async def _send(
+        self, url: str, params: Mapping[str, Any] | None, where: str
+    ) -> tuple[httpx.Response, bytes]:
         # Merged here, not by httpx: given params, httpx drops a query the URL already has.
         target = httpx.URL(url).copy_merge_params(params) if params else httpx.URL(url)
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self.client.get(target, headers=self.headers_for(target))
-            if not response.is_redirect:
-                return response
+            request = self.client.build_request("GET", target, headers=self.headers_for(target))
+            response = await self.client.send(request, stream=True)
+            try:
+                if not response.is_redirect:
+                    return response, await self._read(response, where)
+            finally:
+                await response.aclose()
             # The Location names the whole target: configured (possibly secret) query parameters
             # are not carried over, and credential headers only if it stays on our origin.
             target = response.url.join(response.headers["Location"])
             if not self.trusted(target):
                 self.log.info(
-                    "redirected to %s, another origin: credentials not sent", safe_url(target)
+                    "redirected to %s, another origin: credentials not sent", self.shown(target)
                 )
-        raise PermanentFetchError(f"more than {MAX_REDIRECTS} redirects from {safe_url(url)}")
+        raise PermanentFetchError(f"more than {MAX_REDIRECTS} redirects from {where}")
+
+    async def _read(self, response: httpx.Response, where: str) -> bytes:
+        """The body, decompressed, counted as it streams in; past the cap it is dropped at once."""
+        cap = self.max_body_bytes
+        declared = response.headers.get("Content-Length", "")
+        if (
+            "Content-Encoding" not in response.headers
+            and declared.isdigit()
+            and int(declared) > cap
+        ):
+            raise self._too_large(where, f"announces {int(declared)} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise self._too_large(where, f"holds more than {cap} bytes decompressed")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, where: str, what: str) -> BodyTooLarge:
+        return BodyTooLarge(
+            f"the body from {where} {what}, past max_body_bytes={self.max_body_bytes}; "
+            "raise max_body_bytes if the source really sends that much"
+        )
 
     async def _attempt(
-        self, url: str, params: Mapping[str, Any] | None
-    ) -> tuple[Any, httpx.Response]:
-        self.breaker.before_call(safe_url(url))
+        self, url: str, params: Mapping[str, Any] | None, position: str = ""
+    ) -> tuple[Any, bytes, httpx.Headers]:
+        where = self.shown(url) + (f" ({position})" if position else "")
+        self.breaker.before_call(where)
         await self.limiter.acquire()
         async with self.semaphore:
             self.stats.requests += 1
             try:
                 async with asyncio.timeout(self.settings.timeout_s):
-                    response = await self._send(url, params)
+                    response, content = await self._send(url, params, where)
             except TimeoutError:
                 self._failed()
                 raise RetryableError(
-                    f"no complete answer within timeout_s={self.settings.timeout_s:g}s "
-                    f"from {safe_url(url)}"
+                    f"no complete answer within timeout_s={self.settings.timeout_s:g}s from {where}"
                 ) from None
+            except BodyTooLarge:
+                self._failed()
+                raise
             except httpx.UnsupportedProtocol as exc:
                 self._failed()
-                raise PermanentFetchError(f"invalid URL {safe_url(url)}: {exc}") from None
+                raise PermanentFetchError(f"invalid URL {where}: {exc}") from None
             except httpx.InvalidURL:
                 self._failed()
-                raise PermanentFetchError(f"invalid URL {safe_url(url)}") from None
+                raise PermanentFetchError(f"invalid URL {where}") from None
+            except httpx.RemoteProtocolError as exc:
+                # Most often a body shorter than its Content-Length: the connection closed early.
+                self._failed()
+                raise RetryableError(
+                    f"incomplete answer from {where}: {self.secrets(str(exc))}"
+                ) from None
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 self._failed()
-                raise RetryableError(f"{type(exc).__name__} on {safe_url(url)}") from None
+                raise RetryableError(f"{type(exc).__name__} on {where}") from None
         if response.status_code >= 400:
             self._failed()
-            where = f"HTTP {response.status_code} from {safe_url(response.url)}"
+            failed = f"HTTP {response.status_code} from {self.shown(response.url)}"
+            if position:
+                failed += f" ({position})"
             if response.status_code in RETRYABLE_STATUS:
                 raise RetryableError(
-                    where, retry_after_seconds(response.headers.get("Retry-After"))
+                    failed, retry_after_seconds(response.headers.get("Retry-After"))
                 )
             # The body is left out: APIs echo the key or token they refused, and this message
             # reaches Dagster's event log, the UI and the alert webhook.
             error = PermanentFetchError if response.status_code < 500 else FetchError
-            raise error(f"{where} ({len(response.content)} bytes of body not shown)")
+            raise error(f"{failed} ({len(content)} bytes of body not shown)")
+        answered = self.shown(response.url) + (f" ({position})" if position else "")
         try:
-            body = jsontext.loads(response.content)
-        except ValueError:
+            body = jsontext.loads(content)
+        except ValueError as exc:
             self._failed()
-            raise RetryableError(f"unparseable JSON body from {safe_url(response.url)}") from None
+            at = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+            kind = response.headers.get("Content-Type", "no Content-Type")
+            raise RetryableError(
+                f"unparseable JSON body from {answered}: HTTP {response.status_code} with "
+                f"{_first_bytes(content)} ({kind}, {len(content)} bytes, not shown){at}"
+            ) from None
         except RecursionError:
             # Complete but nested past Python's parser: the same body will come again.
             self._failed()
             raise PermanentFetchError(
-                f"JSON body from {safe_url(response.url)} is nested too deeply to parse"
+                f"JSON body from {answered} is nested too deeply to parse"
             ) from None
         self.breaker.record_success()
-        return body, response
+        return body, content, response.headers
 
     def _failed(self) -> None:
         self.stats.failed_requests += 1

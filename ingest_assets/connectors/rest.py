@@ -27,6 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ingest_assets.config import render_template
 from ingest_assets.connectors.base import (
+    SECRET_NAME,
     Batch,
     Connector,
     ConnectorOptions,
@@ -34,7 +35,7 @@ from ingest_assets.connectors.base import (
     PagingError,
     PermanentFetchError,
 )
-from ingest_assets.connectors.http import ResilientClient, safe_url
+from ingest_assets.connectors.http import DEFAULT_MAX_BODY_BYTES, ResilientClient
 from ingest_assets.connectors.registry import register
 from ingest_assets.connectors.streams import ordered_fan_in, ordered_gather
 
@@ -101,6 +102,17 @@ class RestOptions(ConnectorOptions):
     pagination: Pagination | None = None
     fan_out: list[dict[str, Any]] = Field(default_factory=list)
     attach: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        description="largest response body, decompressed; larger fails the fetch (permanent)",
+    )
+    max_depth: int | None = Field(
+        None,
+        ge=1,
+        description="deepest nesting of one record; deeper fails the fetch (permanent). "
+        "None: as deep as the JSON parser goes (about 1,000 levels)",
+    )
 
     @model_validator(mode="after")
     def _attach_from_fan_out(self) -> RestOptions:
@@ -113,13 +125,8 @@ class RestOptions(ConnectorOptions):
 
 # Headers and query parameters that carry credentials go to the configured origin only. Any
 # whose configured value is an environment reference counts too (that is where secrets live).
-_SECRET_NAME = re.compile(
-    r"auth|key|token|secret|passw|cookie|session|signature|credential", re.IGNORECASE
-)
-
-
 def carries_secret(name: str, configured: Any) -> bool:
-    return bool(_SECRET_NAME.search(name)) or (isinstance(configured, str) and "${" in configured)
+    return bool(SECRET_NAME.search(name)) or (isinstance(configured, str) and "${" in configured)
 
 
 def dig(document: Any, path: str | None) -> Any:
@@ -136,6 +143,30 @@ def dig(document: Any, path: str | None) -> Any:
 def render(value: Any, values: dict[str, Any]) -> Any:
     """Fill ``{name}`` references in strings; other values pass through."""
     return render_template(value, values) if isinstance(value, str) else value
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests arrays and objects more than ``limit`` deep."""
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        node, depth = level.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                level.append((child, depth + 1))
+    return False
+
+
+def position_of(extra: dict[str, Any]) -> str:
+    """A request among its source's, by its paging parameters: ``limit=50, offset=100``."""
+
+    def shown(value: Any) -> str:
+        text = str(value)
+        return text if len(text) <= 40 else text[:39] + "…"
+
+    return ", ".join(f"{k}={shown(v)}" for k, v in extra.items())
 
 
 def rows_from(body: Any, record_path: str | None, layout: str, where: str) -> list[dict[str, Any]]:
@@ -309,6 +340,8 @@ class RestConnector(Connector):
             secret_headers=secret,
             checkpoint=ctx.checkpoint,
             rate_key=self.source.name,
+            secrets=self.secrets(ctx),
+            max_body_bytes=opts.max_body_bytes,
         ) as client:
             producers = [
                 lambda item=item: self._one_request_set(client, ctx, item)
@@ -325,7 +358,10 @@ class RestConnector(Connector):
     ) -> AsyncIterator[Batch]:
         opts = self.options
         values = ctx.template_values(**item)
-        url = self.resolved(opts.base_url, ctx).rstrip("/") + render(opts.path, values)
+        # Templates first, then ${ENV}: an environment value is sent as it is, never rendered.
+        url = self.resolved(opts.base_url, ctx).rstrip("/") + self.resolved(
+            render(opts.path, values), ctx
+        )
         params = {k: self.resolved(render(v, values), ctx) for k, v in opts.params.items()}
         secret_params = {k: params[k] for k, v in opts.params.items() if carries_secret(k, v)}
         extra = {name: item[name] for name in opts.attach}
@@ -343,15 +379,24 @@ class RestConnector(Connector):
     ) -> AsyncIterator[list[dict[str, Any]]]:
         opts = self.options
         page = opts.pagination
-        where = safe_url(url)
+        where = client.shown(url)
 
         async def get_page(
-            extra: dict[str, Any], at: str | None = None
+            extra: dict[str, Any], at: str | None = None, position: str = ""
         ) -> tuple[Any, list[dict[str, Any]], httpx.Headers]:
             target = at or url
             query = {**params, **extra} if at is None else secret_params
-            body, headers = await client.get_json(target, query)
-            rows = rows_from(body, opts.record_path, opts.record_layout, safe_url(target))
+            position = position or position_of(extra)
+            body, headers = await client.get_json(target, query, position)
+            shown = client.shown(target) + (f" ({position})" if position else "")
+            rows = rows_from(body, opts.record_path, opts.record_layout, shown)
+            if opts.max_depth is not None:
+                deep = next((i for i, r in enumerate(rows) if deeper_than(r, opts.max_depth)), None)
+                if deep is not None:
+                    raise PermanentFetchError(
+                        f"record {deep + 1} from {shown} is nested deeper than "
+                        f"max_depth={opts.max_depth}"
+                    )
             return body, rows, headers
 
         async def get(
@@ -596,8 +641,8 @@ class RestConnector(Connector):
                 # A link from a response is data: following it would send our credentials
                 # to (or take records from) a host nobody configured.
                 raise guard.fail(
-                    f"page {guard.pages} links to {safe_url(current)}, another origin than the "
-                    "configured base_url; refusing to follow it"
+                    f"page {guard.pages} links to {client.shown(current)}, another origin than "
+                    "the configured base_url; refusing to follow it"
                 )
             if current in followed:
                 raise guard.fail(
@@ -606,7 +651,7 @@ class RestConnector(Connector):
             followed[current] = guard.pages
             label = f"page {guard.pages + 1}"
             guard.allow(label)
-            body, rows, headers = await get_page({}, at=current)
+            body, rows, headers = await get_page({}, at=current, position=label)
             guard.check(label, rows)
             if rows:
                 yield rows
