@@ -14,6 +14,9 @@ decides exactly as before:
   unstorable record is found), so an encoding holding ``null`` is redone by the standard
   library; it refuses integers past 64 bits, non-text keys and deep nesting (redone too).
 
+A ``Decimal`` is written as a JSON string of its exact digits (``"12.50"``, never ``1E+1``
+nor a float); other values JSON has no type for as their ``str``.
+
 Both write compact text (``{"a":1,"b":[1.5,"x"]}``) and differ only in how a float's exponent
 is written (orjson ``1e-7``, the standard library ``1e-07``, the same number). Which path
 encodes a value depends on the value alone, so a given record always gets the same text.
@@ -21,6 +24,7 @@ encodes a value depends on the value alone, so a given record always gets the sa
 
 from __future__ import annotations
 
+import decimal
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -33,8 +37,21 @@ import pyarrow as pa
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 19
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def decimal_text(value: decimal.Decimal) -> str:
+    """A decimal's exact digits in positional notation (``Decimal("1E-7")`` → ``0.0000001``)."""
+    return format(value, "f") if value.is_finite() else str(value)
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, decimal.Decimal):
+        return decimal_text(value)
+    return str(value)
+
+
 _stdlib_dumps = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, default=str, separators=(",", ":")
+    ensure_ascii=False, allow_nan=False, default=_default, separators=(",", ":")
 ).encode
 
 
@@ -51,10 +68,11 @@ def loads(data: bytes | str) -> Any:
 
 def dumps(value: Any) -> str:
     """Compact JSON text, as ``json.dumps(value, ensure_ascii=False, allow_nan=False,
-    default=str, separators=(",", ":"))``: raises ``ValueError`` for a non-finite number;
-    an unpaired surrogate is kept in the text (encoding it as UTF-8 then fails)."""
+    default=str, separators=(",", ":"))`` (a ``Decimal`` as its exact digits): raises
+    ``ValueError`` for a non-finite number; an unpaired surrogate is kept in the text (encoding
+    it as UTF-8 then fails)."""
     try:
-        text = orjson.dumps(value, default=str, option=_OPTIONS)
+        text = orjson.dumps(value, default=_default, option=_OPTIONS)
     except TypeError:  # past 64 bits, a non-text key, deep nesting, a surrogate
         return _stdlib_dumps(value)
     if b"null" in text:  # perhaps a NaN orjson wrote as null: the standard library knows
@@ -68,7 +86,9 @@ def dumps_array(values: Sequence[Any]) -> pa.Array:
     ``dumps`` and as UTF-8 encoding do (``ValueError``, ``UnicodeEncodeError``)."""
     encode = orjson.dumps
     try:
-        blobs = [None if v is None else encode(v, default=str, option=_OPTIONS) for v in values]
+        blobs = [
+            None if v is None else encode(v, default=_default, option=_OPTIONS) for v in values
+        ]
     except TypeError:
         blobs = [None if v is None else dumps(v).encode("utf-8") for v in values]
     else:

@@ -428,7 +428,7 @@ def test_steps_compose_and_record_their_timings() -> None:
 def test_raw_field_columns_are_text_as_fetched() -> None:
     import datetime as dt
 
-    from ingest_assets.transforms.raw import concat_raw, raw_frame
+    from ingest_assets.transforms.raw import column_name, concat_raw, raw_frame
 
     at = pd.Timestamp("2024-06-01T01:00", tz="UTC")
     first = raw_frame([{"id": 1, "price": 9.5, "tags": ["a"]}], dt.date(2024, 6, 1), "r", at)
@@ -436,7 +436,9 @@ def test_raw_field_columns_are_text_as_fetched() -> None:
     frame = concat_raw([first, second])
     assert frame["price"].tolist() == ["9.5", "n/a"]
     assert frame["tags"].tolist() == ['["a"]', None]
-    assert frame["odd_name"].tolist() == [None, "1"]
+    # A name that is no lower_snake identifier: a readable prefix and a hash of the exact name.
+    odd = column_name("Odd Name!")
+    assert odd.startswith("odd_name_") and frame[odd].tolist() == [None, "1"]
     assert frame["id"].tolist() == ["1", "2"]
     assert list(frame.columns[:1]) == ["partition_date"] and "_record" in frame.columns
     # The record as the source sent it, its fields in their own order.

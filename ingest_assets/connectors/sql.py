@@ -1,7 +1,8 @@
 """The ``sql`` connector: a table or query of another database, read for one partition.
 
 The database URL is an environment reference in sources.yaml (``${ORDERS_DB_URL}``), so the
-password is resolved at run time only. Rows are streamed with ``fetchmany``.
+password is resolved at run time only. Rows are streamed with ``fetchmany``. ``NUMERIC`` and
+``DECIMAL`` values keep every digit (see ``_plain``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ingest_assets.connectors.base import (
     FetchError,
 )
 from ingest_assets.connectors.registry import register
+from ingest_assets.jsontext import decimal_text
 
 
 class SqlOptions(ConnectorOptions):
@@ -42,8 +44,13 @@ class SqlOptions(ConnectorOptions):
 
 
 def _plain(value: Any) -> Any:
+    """A column value as a JSON value, exactly: a whole ``NUMERIC``/``DECIMAL`` of scale 0 is an
+    integer (every digit, past 64 bits too), any other its exact text (``12.50``), never a
+    float (``NUMERIC(20,0)`` ids would collide)."""
     if isinstance(value, decimal.Decimal):
-        return float(value)
+        if value.is_finite() and value.as_tuple().exponent >= 0:
+            return int(value)
+        return decimal_text(value)
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     return value

@@ -7,6 +7,7 @@ at a time (schema drift asks whether a text value would read as a number). No da
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 from collections.abc import Mapping
@@ -81,16 +82,22 @@ def to_float(value: Any) -> float | None:
 
 
 def to_whole(value: Any) -> int | None:
-    """A whole number: ``5`` and ``5.0`` are, ``5.5`` is not."""
+    """A whole number, exactly: ``5`` and ``5.0`` are, ``5.5`` is not; ``9007199254740993`` is
+    itself (a float would round it), past 64 bits is an error."""
     number = to_float(value)
     if number is None:
         return None
-    if not number.is_integer():
+    if isinstance(value, int) and not isinstance(value, bool):
+        exact: decimal.Decimal | float = decimal.Decimal(value)
+    elif isinstance(value, str):
+        exact = decimal.Decimal(value.strip())
+    else:
+        exact = number
+    if exact != math.floor(exact):
         raise CoercionError(f"expected a whole number, got {value!r}")
-    whole = int(number)
-    if not -(2**63) <= whole < 2**63:
+    if not -(2**63) <= exact < 2**63:
         raise CoercionError(f"whole number out of the 64-bit range: {value!r}")
-    return whole
+    return int(exact)
 
 
 def split_records(

@@ -1,9 +1,18 @@
 """Connector batches → Arrow record batches of the raw table, each record encoded once.
 
 Every field column holds text: a string as it came, anything else as its JSON text (``9.5``,
-``true``, ``[1, 2]``). A source is free to send ``"n/a"`` in a numeric field or to omit a field
-one day: the raw table takes it as fetched (typing is the split's job), so an odd record lands in
-quarantine instead of failing the load of the whole day.
+``true``, ``[1, 2]``); an integer past 64 bits keeps all its digits and a ``Decimal`` is its
+exact text (``12.50``), never a float. A source is free to send ``"n/a"`` in a numeric field or
+to omit a field one day: the raw table takes it as fetched (typing is the split's job), so an odd
+record lands in quarantine instead of failing the load of the whole day.
+
+A field's name is data, not an identifier: its column is ``column_name(field)``, a function of
+the name alone (so every run of a source appends to the same columns, whatever else the day
+holds). A clean lower_snake name is its own column; any other name (another case or script, a
+reserved or system name, longer than PostgreSQL's 63 bytes) gets a readable prefix and a hash of
+the exact name, so names differing only in case never share a column on DuckDB (whose names are
+case-insensitive) nor lose their tail on PostgreSQL. Readers of a field go by its exact name in
+``_record`` unless the column is the name itself (``is_own_column``).
 
 A record that no warehouse can store as it is — a non-finite number (JSON has none: ``NaN``,
 ``Infinity``), an unpaired surrogate (not encodable as UTF-8) or a NUL character (PostgreSQL
@@ -15,8 +24,12 @@ silently.
 
 from __future__ import annotations
 
+import decimal
+import functools
+import hashlib
 import math
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,16 +40,54 @@ import pyarrow.compute as pc
 from ingest_assets import jsontext
 
 SEQ, RECORD, PARSE_ERROR = "_seq", "_record", "_parse_error"
-SYSTEM_COLUMNS = ("partition_date", "_run_id", "_ingested_at", RECORD, SEQ, PARSE_ERROR)
-_NOT_IDENT = re.compile(r"[^0-9a-zA-Z_]+")
+# Where the record came from: ``<archive object>#<index in the page>`` or ``#L<line>``.
+SOURCE_REF = "_source_ref"
+SYSTEM_COLUMNS = (
+    "partition_date", "_run_id", "_ingested_at", RECORD, SEQ, PARSE_ERROR, SOURCE_REF,
+)  # fmt: skip
+# Names no field column may take: the raw table's own columns (with one the archive adds),
+# PostgreSQL's system columns and DuckDB's row id.
+RESERVED_COLUMNS = frozenset(
+    [*SYSTEM_COLUMNS, "oid", "tableoid", "xmin", "xmax", "cmin", "cmax", "ctid"] + ["rowid"]
+)
+MAX_COLUMN_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1; DuckDB has no lower limit
+_HASH_HEX = 16  # 64 bits of the name's hash: a collision in one table is not a practical risk
+_PREFIX_CHARS = 40
+_CLEAN = re.compile(r"[a-z_][a-z0-9_]*")
+_HASHED = re.compile(rf".*_[0-9a-f]{{{_HASH_HEX}}}")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NOT_IDENT = re.compile(r"[^0-9a-z]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _dumps = jsontext.dumps
 
 
+def is_own_column(field: str) -> bool:
+    """Whether a field's raw column is named by the field's name itself: a lower_snake ASCII
+    name, short enough, not reserved and not of the shape derived names take."""
+    return (
+        len(field) <= MAX_COLUMN_BYTES
+        and _CLEAN.fullmatch(field) is not None
+        and field not in RESERVED_COLUMNS
+        and _HASHED.fullmatch(field) is None
+    )
+
+
+@functools.lru_cache(maxsize=4096)
 def column_name(field: str) -> str:
-    """A field name as a safe, lower_snake column name."""
-    name = _NOT_IDENT.sub("_", str(field)).strip("_").lower() or "field"
-    return f"f_{name}" if name[0].isdigit() else name
+    """The raw column of a field: the name itself when ``is_own_column``, else a readable
+    lower_snake prefix and 16 hex digits of a hash of the exact name (``discount_percentage_
+    1f0c…``). Deterministic, stateless, lower-case ASCII within 63 bytes, never reserved: two
+    names map to one column only if their hashes collide."""
+    field = str(field)
+    if is_own_column(field):
+        return field
+    ascii_name = unicodedata.normalize("NFKD", _CAMEL.sub("_", field))
+    ascii_name = ascii_name.encode("ascii", "ignore").decode("ascii").lower()
+    prefix = _NOT_IDENT.sub("_", ascii_name)[:_PREFIX_CHARS].strip("_") or "field"
+    if prefix[0].isdigit():
+        prefix = f"f_{prefix}"
+    digest = hashlib.blake2b(field.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"{prefix}_{digest}"
 
 
 def _visible(value: Any) -> Any:
@@ -88,6 +139,8 @@ def _count(mask: pa.Array) -> int:
 def _cell(value: Any) -> str | None:
     if value is None or type(value) is str:
         return value
+    if isinstance(value, decimal.Decimal):
+        return jsontext.decimal_text(value)
     return _dumps(value)
 
 
@@ -130,6 +183,10 @@ def value_kind(value: Any) -> str | None:
         return "integer"
     if isinstance(value, float):
         return "integer" if value.is_integer() else "number"
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return "number"
+        return "integer" if value == value.to_integral_value() else "number"
     if isinstance(value, dict):
         return "object"
     if isinstance(value, list):
@@ -141,14 +198,16 @@ class RawEncoder:
     """Encodes one fetch (a source and a day) batch by batch, in the source's order.
 
     ``_seq`` numbers the records in the order the connector hands them over, which is the
-    source's own order (page, place in the page, line of a file), never arrival time. Column
-    names are assigned to fields in first-seen order, so they are stable for a given source
-    content.
+    source's own order (page, place in the page, line of a file), never arrival time. A field's
+    column is ``column_name`` of its name, whatever else the day holds; ``columns`` records
+    the derivation.
     """
 
     def __init__(self) -> None:
         self.seq = 0
+        # source field name → raw column (``column_name``), in first-seen order
         self.columns: dict[str, str] = {}
+        self._fields: dict[str, str] = {}
         self._profiles: dict[str, FieldProfile] = {}
         # Text columns waiting to be profiled together: a pattern test costs the same small
         # fixed price per call, so a day is profiled in a few large calls, not one per page.
@@ -174,10 +233,14 @@ class RawEncoder:
         name = self.columns.get(key)
         if name is None:
             name = column_name(key)
-            taken = set(self.columns.values())
-            while name in taken or name in SYSTEM_COLUMNS:
-                name = f"{name}_"
+            other = self._fields.get(name)
+            if other is not None:
+                # Two names, one hash: never merge two fields' values silently.
+                raise ValueError(
+                    f"fields {other!r} and {key!r} both derive the raw column {name!r}"
+                )
             self.columns[key] = name
+            self._fields[name] = key
         return name
 
     def encode(self, records: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
@@ -187,10 +250,15 @@ class RawEncoder:
         for record in kept:
             keys.update(dict.fromkeys(record))
         keys.pop(PARSE_ERROR, None)
+        refs = getattr(records, "refs", None)
         arrays: dict[str, pa.Array] = {
             SEQ: pa.array(range(self.seq, self.seq + len(kept)), pa.int64()),
             RECORD: texts,
             PARSE_ERROR: pa.array(errors, pa.string()),
+            SOURCE_REF: pa.array(
+                refs if refs is not None and len(refs) == len(kept) else [None] * len(kept),
+                pa.string(),
+            ),
         }
         self.seq += len(kept)
         for key in keys:

@@ -9,16 +9,19 @@ as ``duplicate``; "earlier" is the order of ``sources.yaml``, then each source's
 
 Numbers follow JSON's grammar (plus a leading ``+`` and surrounding blanks): ``1_5``, ``１２``,
 ``٣``, ``NaN`` and ``Infinity`` are not numbers. Whole numbers are ``5`` or ``5.0``, not
-``5.5``, within 64 bits.
+``5.5``, within 64 bits, read exactly (``9007199254740993`` stays itself; past 64 bits is a
+``dtype`` reason, never a rounded float). Text is the text the raw stage holds: an id keeps
+every digit the source sent.
 
 A split reads a raw partition in chunks (see ``DatasetSplit``), so its memory is one chunk plus
 the valid rows it returns. Nothing is dropped: ``valid + quarantined == raw`` for every chunk.
 
 A field is read from the record as the source sent it: by its exact name, or a dotted path
-into nested objects (``user.login``; a missing part gives null). A plain lower_snake name is
-read from its raw column (the same text, without parsing the record); anything else (a path, a
-name the raw column had to rename, a ``json`` field) from the record's ``_record`` JSON.
-No dagster here.
+into nested objects (``user.login``; a missing part gives null; a name holding a dot that the
+record has as it is, is that name). Only a name that is its own raw column
+(``encode.is_own_column``: the same text, without parsing the record) is read from that column;
+anything else (a path, a name in another case or script, a reserved or long name, a ``json``
+field) from the record's ``_record`` JSON, parsed once per chunk. No dagster here.
 """
 
 from __future__ import annotations
@@ -37,14 +40,22 @@ import pandera.pandas as pa
 import pyarrow
 
 from ingest_assets import jsontext
-from ingest_assets.records.encode import NUMBER_PATTERN, PARSE_ERROR, RECORD, SEQ, column_name
+from ingest_assets.records.encode import (
+    NUMBER_PATTERN,
+    PARSE_ERROR,
+    RECORD,
+    SEQ,
+    SOURCE_REF,
+    is_own_column,
+)
 
 if TYPE_CHECKING:
     from ingest_assets.datasets.compile import CompiledDataset, DatasetField
 
-SYSTEM_COLUMNS = ("partition_date", "source", "_run_id", "_ingested_at")
+SYSTEM_COLUMNS = ("partition_date", "source", "_run_id", "_ingested_at", SOURCE_REF)
 QUARANTINE_COLUMNS = [
     "partition_date", "source", "dataset", "record", "errors", "run_id", "quarantined_at",
+    SOURCE_REF,
 ]  # fmt: skip
 _NUMBER = re.compile(NUMBER_PATTERN)
 _ARROW_TEXT = pd.StringDtype("pyarrow")
@@ -103,23 +114,48 @@ def coerce_number(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any]
     return values.where(~bad), bad, message
 
 
+# Text of at most this many characters, without an exponent, holds at most 15 significant
+# digits: a float reads it exactly, and says exactly whether it is whole.
+_FLOAT_EXACT_CHARS = 15
+
+
+def _exact_whole(text: str) -> int | str:
+    """A whole number's exact value, or why the (grammatical) text is not one in 64 bits."""
+    number = decimal.Decimal(text)
+    if number.adjusted() >= 19:  # |number| ≥ 10**19 > 2**63: never expanded to its digits
+        return "range"
+    if number != number.to_integral_value(decimal.ROUND_FLOOR):
+        return "fraction"
+    whole = int(number)
+    return whole if -(2**63) <= whole < 2**63 else "range"
+
+
 def coerce_whole(text: pd.Series) -> tuple[pd.Series, pd.Series, Callable[[Any], str]]:
     numbers, bad, number_message = coerce_number(text)
-    whole = numbers.isna() | (np.floor(numbers) == numbers)
-    in_range = numbers.isna() | ((numbers >= _INT64_MIN) & (numbers < _INT64_END))
-    wrong = ~bad & (~whole | ~in_range)
-    values = numbers.where(~wrong & ~bad)
+    stripped, _ = _present(text)
+    # Long text or an exponent may hold more digits than a float: those are read exactly.
+    long = ~bad & numbers.notna()
+    long &= (stripped.str.len() > _FLOAT_EXACT_CHARS) | stripped.str.contains("[eE]", regex=True)
+    long = long.fillna(False).astype(bool).to_numpy()
+    short = numbers.where(~long)
+    whole = short.isna() | (np.floor(short) == short)
+    in_range = short.isna() | ((short >= _INT64_MIN) & (short < _INT64_END))
+    wrong = (~bad & (~whole | ~in_range)).to_numpy()
+    values = short.where(~wrong & ~bad)
     result = pd.array(values.to_numpy(), dtype="Float64").astype("Int64")
+    for i in np.flatnonzero(long):
+        exact = _exact_whole(str(stripped.iat[i]).strip())
+        if isinstance(exact, int):
+            result[i] = exact
+        else:
+            wrong[i] = True
 
     def message(value: Any) -> str:
         text_value = str(value).strip()
-        try:
-            number = float(text_value)
-        except ValueError:
+        if not _NUMBER.match(text_value) or not np.isfinite(float(text_value)):
             return number_message(value)
-        if not np.isfinite(number):
-            return number_message(value)
-        if number != int(number):
+        exact = _exact_whole(text_value)
+        if exact == "fraction":
             return f"expected a whole number, got {value!r}"
         return f"whole number out of the 64-bit range: {value!r}"
 
@@ -253,27 +289,41 @@ def _text_of(value: Any) -> str | None:
     return jsontext.dumps(value)
 
 
-def _at_path(record: Any, path: list[str]) -> Any:
-    for part in path:
+def _at_path(record: Any, path: str) -> Any:
+    """The value at a field's exact name, else at its dotted path (None where a part is
+    missing)."""
+    if not isinstance(record, dict):
+        return None
+    if path in record or "." not in path:
+        return record.get(path)
+    for part in path.split("."):
         if not isinstance(record, dict):
             return None
         record = record.get(part)
     return record
 
 
-def from_records(records: pd.Series, path: str, as_json: bool) -> pd.Series:
-    """One field read from each record's JSON by its exact name or dotted path."""
-    parts = path.split(".")
-    out = []
+def parse_records(records: pd.Series) -> list[Any]:
+    """Each row's ``_record`` parsed (None where missing or not JSON)."""
+    out: list[Any] = []
     for text in records.astype(object):
         try:
-            value = _at_path(jsontext.loads(text), parts) if text is not None else None
+            out.append(jsontext.loads(text) if text is not None else None)
         except ValueError:
-            value = None
-        if as_json:
-            out.append(None if value is None else jsontext.dumps(value))
-        else:
-            out.append(_text_of(value))
+            out.append(None)
+    return out
+
+
+def from_records(
+    records: pd.Series, path: str, as_json: bool, parsed: list[Any] | None = None
+) -> pd.Series:
+    """One field read from each record's JSON by its exact name or dotted path (``parsed``:
+    the records already parsed by ``parse_records``)."""
+    values = (_at_path(r, path) for r in (parsed if parsed is not None else parse_records(records)))
+    if as_json:
+        out = [None if value is None else jsontext.dumps(value) for value in values]
+    else:
+        out = [_text_of(value) for value in values]
     return pd.Series(out, index=records.index, dtype=object)
 
 
@@ -363,8 +413,7 @@ class DatasetSplit:
         plan = {}
         for f in self.fields:
             path = mapping.get(f.name, f.name)
-            plain = "." not in path and column_name(path) == path
-            plan[f.name] = (path, f.type == "json" or not plain)
+            plan[f.name] = (path, f.type == "json" or not is_own_column(path))
         return plan
 
     def raw_columns(self, mapping: Mapping[str, str]) -> list[str]:
@@ -377,6 +426,7 @@ class DatasetSplit:
             "_ingested_at",
             SEQ,
             PARSE_ERROR,
+            SOURCE_REF,
             *record,
             *dict.fromkeys(columns),
         ]
@@ -402,10 +452,14 @@ class DatasetSplit:
             errors.setdefault(i, []).append({"column": column, "check": check, "message": message})
 
         columns: dict[str, Any] = {}
+        plan = self.reads(mapping)
+        parsed = None
+        if RECORD in raw.columns and any(from_record for _, from_record in plan.values()):
+            parsed = parse_records(raw[RECORD])
         for f in self.fields:
-            path, from_record = self.reads(mapping)[f.name]
-            if from_record and RECORD in raw.columns:
-                text = from_records(raw[RECORD], path, f.type == "json")
+            path, from_record = plan[f.name]
+            if from_record and parsed is not None:
+                text = from_records(raw[RECORD], path, f.type == "json", parsed)
             elif not from_record and path in raw.columns:
                 text = raw[path]
             else:
@@ -433,6 +487,7 @@ class DatasetSplit:
                 "_ingested_at": pd.to_datetime(raw["_ingested_at"], utc=True)
                 .astype("datetime64[ns, UTC]")
                 .array,
+                SOURCE_REF: _refs_of(raw),
             },
             index=raw.index,
         )
@@ -472,12 +527,20 @@ class DatasetSplit:
                 "errors": [json.dumps(errors[i], default=str) for i in bad_rows],
                 "run_id": self.run_id,
                 "quarantined_at": self.quarantined_at,
+                SOURCE_REF: _refs_of(raw)[bad_rows],
             },
             columns=QUARANTINE_COLUMNS,
         )
         quarantined["partition_date"] = quarantined["partition_date"].astype("datetime64[ns]")
         quarantined["quarantined_at"] = pd.to_datetime(quarantined["quarantined_at"], utc=True)
         return SplitResult(valid=valid, quarantined=quarantined)
+
+
+def _refs_of(raw: pd.DataFrame) -> np.ndarray:
+    """Each raw row's ``_source_ref`` (None where the raw table predates it)."""
+    if SOURCE_REF in raw.columns:
+        return raw[SOURCE_REF].to_numpy(dtype=object, na_value=None)
+    return np.full(len(raw), None, dtype=object)
 
 
 def _records_of(

@@ -23,6 +23,7 @@ from ingest_assets.warehouse.base import (
     StagedPartition,
 )
 from ingest_assets.warehouse.common import (
+    PARTITION_COLUMN,
     TableRef,
     check_column_type,
     check_partition_column,
@@ -259,6 +260,9 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
             )
             order = ", ".join(quote_ident(c) for c in order_by if c in existing)
             where, params = row_filter(bounds)
+            if list(order_by) == [PARTITION_COLUMN, "_seq"] and "_seq" in existing:
+                yield from _in_seq_windows(con, table, selected, where, params, chunk_rows)
+                return
             reader = con.sql(
                 f"SELECT {selected} FROM {table.sql}{where}"
                 + (f" ORDER BY {order}" if order else ""),
@@ -266,6 +270,34 @@ class DuckDBPartitionedIOManager(PartitionedTableIOManager):
             ).to_arrow_reader(chunk_rows)
             for batch in reader:
                 yield loaded_frame(batch)
+
+
+def _in_seq_windows(
+    con: duckdb.DuckDBPyConnection,
+    table: TableRef,
+    selected: str,
+    where: str,
+    params: list[object],
+    chunk_rows: int,
+) -> Iterator[pd.DataFrame]:
+    """A raw table's rows in (day, ``_seq``) order, read one window of ``_seq`` at a time: one
+    ORDER BY over a whole day of record texts (``_record``) needs the day in DuckDB's memory,
+    past its limit on a large day; a window's sort needs one chunk's."""
+    day = quote_ident(PARTITION_COLUMN)
+    spans = con.execute(
+        f"SELECT {day}, min(_seq), max(_seq) FROM {table.sql}{where} GROUP BY 1 ORDER BY 1",
+        params,
+    ).fetchall()
+    for partition_date, low, high in spans:
+        for start in range(int(low), int(high) + 1, chunk_rows):
+            reader = con.sql(
+                f"SELECT {selected} FROM {table.sql} WHERE {day} = ? AND _seq >= ? AND _seq < ? "
+                "ORDER BY _seq",
+                params=[partition_date, start, start + chunk_rows],
+            ).to_arrow_reader(chunk_rows)
+            for batch in reader:
+                if batch.num_rows:
+                    yield loaded_frame(batch)
 
 
 # Staged rows are written to a Parquet file once this many bytes are buffered.

@@ -210,6 +210,19 @@ def _ensure_table(
     )
 
 
+MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1 of a stock build
+
+
+def check_identifier(table: TableRef, column: str) -> None:
+    """Refuse a column name PostgreSQL would cut to 63 bytes (silently, with a NOTICE): two
+    names sharing a prefix would become one column, and a second load would add it again."""
+    if len(column.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise WarehouseError(
+            f"{table}: column name {column!r} is longer than PostgreSQL's "
+            f"{MAX_IDENTIFIER_BYTES}-byte limit and would be truncated"
+        )
+
+
 def _ensure_columns(
     conn: psycopg.Connection,
     table: TableRef,
@@ -227,6 +240,9 @@ def _ensure_columns(
 
     def lacking(existing: dict[str, str]) -> list[str]:
         return missing(existing) if missing else [c for c in types if c not in existing]
+
+    for column in types:
+        check_identifier(table, column)
 
     existing = _existing_columns(conn, table)
     if existing and not lacking(existing):
@@ -839,6 +855,7 @@ class _CopyStage:
         if self.copy is None or new:
             self._end_copy(None, None, None)
             for column in new:
+                check_identifier(self.partition.table, column)
                 self.conn.execute(
                     f"ALTER TABLE {self.partition.table.sql} ADD COLUMN {quote_ident(column)} text"
                 )
