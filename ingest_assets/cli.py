@@ -5,6 +5,10 @@
 - ``schema``: the JSON Schema of the ``datasets:`` section, for an editor's completion.
 - ``scaffold NAME --sample FILE | --url URL | --source SOURCE --partition DAY``: profile what a
   source sent and print a dataset declaration to edit (``datasets.scaffold``).
+- ``contract SOURCE --partition DAY``: the fields a source sends now against its archived day
+  (new, missing, retyped); exit status 1 when they differ, for a user's CI.
+- ``ref SOURCE_REF``: the archived bytes a row's ``_source_ref`` names (a record of a page, or
+  a line of a landing file).
 - ``show TABLE...``: rows of warehouse tables (``INGEST_WAREHOUSE_URL``), for a quick look.
 
 A user's mistake prints one clear message and exits 2, never a traceback.
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -108,13 +113,16 @@ def _sample_records(path: Path, args: argparse.Namespace) -> tuple[Iterator[Mapp
     return connector.records(path), kind
 
 
-def _source_records(name: str, day: str, file: Path, limit: int) -> list[Mapping[str, Any]]:
+def _source_records(
+    name: str, day: str, file: Path, limit: int, archived: bool = False
+) -> list[Mapping[str, Any]]:
     """Up to ``limit`` records of a source's day, fetched by its connector (the source's block
-    is read as written: its dataset need not be declared yet)."""
+    is read as written: its dataset need not be declared yet); ``archived``: read from the
+    day's archive instead of the network or landing folder."""
     import yaml
 
     from ingest_assets.config import SourceConfig
-    from ingest_assets.connectors.base import FetchContext, stream
+    from ingest_assets.connectors.base import FetchContext, FetchError, stream
     from ingest_assets.connectors.registry import get_connector_class
 
     data = yaml.safe_load(file.read_text()) or {}
@@ -131,9 +139,31 @@ def _source_records(name: str, day: str, file: Path, limit: int) -> list[Mapping
     except (ValueError, KeyError) as exc:
         raise UsageError(f"{file}: source {name!r}: {exc}") from None
 
+    ctx = FetchContext(partition_date=day_date)
+    if archived:
+        from ingest_assets.archive import (
+            ArchiveError,
+            ArchiveReplay,
+            ArchiveStore,
+            Redactor,
+            archive_location,
+            secret_values,
+        )
+
+        try:
+            replay = ArchiveReplay.open(ArchiveStore(archive_location()), name, day_date)
+        except (ArchiveError, FetchError) as exc:
+            raise UsageError(str(exc)) from None
+        replay.with_secrets(Redactor(secret_values(block)))
+        ctx = FetchContext(
+            partition_date=day_date,
+            checkpoint=replay,
+            landing_dir=replay.restore_files() if replay.files else None,
+        )
+
     async def fetch() -> list[Mapping[str, Any]]:
         records: list[Mapping[str, Any]] = []
-        batches = stream(connector, FetchContext(partition_date=day_date))
+        batches = stream(connector, ctx)
         try:
             async for batch in batches:
                 records.extend(batch)
@@ -143,7 +173,13 @@ def _source_records(name: str, day: str, file: Path, limit: int) -> list[Mapping
             await batches.aclose()
         return records[:limit]
 
-    return asyncio.run(fetch())
+    try:
+        return asyncio.run(fetch())
+    except FetchError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if ctx.landing_dir is not None:
+            shutil.rmtree(ctx.landing_dir, ignore_errors=True)
 
 
 def _landing_template(path: Path) -> str:
@@ -198,6 +234,81 @@ def _scaffold(args: argparse.Namespace) -> int:
     return 0
 
 
+def field_changes(
+    archived: list[Mapping[str, Any]], now: list[Mapping[str, Any]]
+) -> list[tuple[str, str, str]]:
+    """(change, field path, detail) between two samples of a source: new, missing, retyped."""
+    from ingest_assets.datasets.scaffold import profile
+
+    _, before = profile(archived)
+    _, after = profile(now)
+    changes = []
+    for path, p in after.items():
+        shown = ".".join(path)
+        if path not in before:
+            changes.append(("new", shown, p.type[0]))
+        elif before[path].present and p.present and before[path].type[0] != p.type[0]:
+            changes.append(("retyped", shown, f"{before[path].type[0]} -> {p.type[0]}"))
+    changes += [
+        ("missing", ".".join(path), p.type[0]) for path, p in before.items() if path not in after
+    ]
+    return changes
+
+
+def _contract(args: argparse.Namespace) -> int:
+    """What a source sends now against what it sent on an archived day."""
+    from ingest_assets.config import sources_file_path
+
+    file = Path(args.sources_file) if args.sources_file else sources_file_path()
+    archived_day = args.archived or args.partition
+    archived = _source_records(args.source, archived_day, file, args.limit, archived=True)
+    now = _source_records(args.source, args.partition, file, args.limit)
+    changes = field_changes(archived, now)
+    print(
+        f"{args.source}: {len(now)} records on {args.partition} against {len(archived)} "
+        f"archived on {archived_day}"
+    )
+    for change, path, detail in changes:
+        print(f"  {change:8} {path} ({detail})")
+    if not changes:
+        print("  the same fields, of the same types")
+    return 1 if changes else 0
+
+
+def resolve_ref(ref: str, store: Any) -> str:
+    """The archived bytes a ``_source_ref`` names: the record at its place in the page, or the
+    line of the file (and a CSV's header line before it)."""
+    sha, sep, place = ref.partition("#")
+    if not sep or len(sha) != 64:
+        raise UsageError(
+            f"{ref!r} is not an archived _source_ref (<sha256>#<index> or <sha256>#L<line>)"
+        )
+    data = store.get(sha)
+    if place.startswith("L"):
+        number = int(place[1:])
+        lines = data.decode("utf-8", "replace").splitlines()
+        if not 1 <= number <= len(lines):
+            raise UsageError(f"the archived file has {len(lines)} lines, not line {number}")
+        header = f"line 1: {lines[0]}\n" if number > 1 else ""
+        return header + f"line {number}: {lines[number - 1]}"
+    page = json.loads(data)
+    index = int(place)
+    records = _json_records(page, None) if isinstance(page, Mapping) else page
+    if not isinstance(records, list) or not 0 <= index < len(records):
+        raise UsageError(f"the archived page holds no record {index}")
+    return json.dumps(records[index], ensure_ascii=False, indent=2)
+
+
+def _ref(args: argparse.Namespace) -> int:
+    from ingest_assets.archive import ArchiveError, ArchiveStore, archive_location
+
+    try:
+        print(resolve_ref(args.ref, ArchiveStore(archive_location())))
+    except ArchiveError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -241,6 +352,20 @@ def parser() -> argparse.ArgumentParser:
     draft.add_argument("--record-tag", help="XML: the element of one record")
     draft.add_argument("--limit", type=int, default=10_000, help="records profiled, at most")
     draft.set_defaults(run=_scaffold)
+
+    contract = commands.add_parser(
+        "contract", help="fields a source sends now against its archived day (exit 1: changed)"
+    )
+    contract.add_argument("source")
+    contract.add_argument("--partition", required=True, help="the day to fetch now")
+    contract.add_argument("--archived", help="the archived day to compare with (default: same)")
+    contract.add_argument("--sources-file", help="default: INGEST_SOURCES_FILE or the shipped")
+    contract.add_argument("--limit", type=int, default=100_000, help="records compared, at most")
+    contract.set_defaults(run=_contract)
+
+    ref = commands.add_parser("ref", help="the archived bytes a row's _source_ref names")
+    ref.add_argument("ref", help="a _source_ref value: <sha256>#<index> or <sha256>#L<line>")
+    ref.set_defaults(run=_ref)
 
     show = commands.add_parser("show", help="rows of warehouse tables (schema.table)")
     show.add_argument("tables", nargs="+")

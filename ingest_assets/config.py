@@ -63,9 +63,18 @@ class HttpSettings(StrictModel):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+class ArchiveSettings(StrictModel):
+    """What a raw asset keeps of what it fetched (DESIGN.md "Raw archive")."""
+
+    enabled: bool = True
+    # Archived days older than this are dropped by the archive_retention job; None keeps all.
+    keep_days: int | None = Field(None, ge=0)
+
+
 class Defaults(StrictModel):
     retry: RetrySettings = RetrySettings()
     http: HttpSettings = HttpSettings()
+    archive: ArchiveSettings = ArchiveSettings()
 
 
 class SourceConfig(BaseModel):
@@ -80,6 +89,7 @@ class SourceConfig(BaseModel):
     mapping: dict[str, str] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
     http: HttpSettings = HttpSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     schedule: str | None = None
     sensor: bool = False
     owners: list[str] = Field(default_factory=list)

@@ -11,8 +11,10 @@ from ingest_assets.assets.datasets import build_dataset_assets
 from ingest_assets.assets.metadata import with_ui_metadata
 from ingest_assets.assets.raw import build_raw_asset
 from ingest_assets.assets.replay import build_history_asset, build_replay_job
+from ingest_assets.assets.replay_preview import build_preview_job
 from ingest_assets.automation.alerts import alert_on_check_failure, alert_on_run_failure
 from ingest_assets.automation.jobs import build_jobs, source_job_name
+from ingest_assets.automation.retention import build_retention
 from ingest_assets.automation.schedules import build_schedules
 from ingest_assets.automation.sensors import build_automation_sensor, build_landing_sensor
 from ingest_assets.config import SourcesFile
@@ -49,13 +51,19 @@ def build_definitions(
         for s in sources.sources
         if s.sensor
     ]
+    retention_job, retention_schedule = build_retention(sources.sources)
     return dg.Definitions(
         assets=assets,
         asset_checks=build_quality_checks(
             sources.sources, {key for a in assets for key in a.keys}, catalog
         ),
-        jobs=[*jobs, build_replay_job(sources.sources)],
-        schedules=build_schedules(sources.sources, jobs_by_name),
+        jobs=[
+            *jobs,
+            build_replay_job(sources.sources),
+            build_preview_job(sources.sources, catalog),
+            retention_job,
+        ],
+        schedules=[*build_schedules(sources.sources, jobs_by_name), retention_schedule],
         sensors=[*sensors, build_automation_sensor(), alert_on_run_failure, alert_on_check_failure],
         resources={"io_manager": build_io_manager(warehouse_url)},
         executor=build_executor(),

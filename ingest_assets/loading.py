@@ -97,6 +97,7 @@ def load_sources(path: str | Path | None = None, _seen: tuple[Path, ...] = ()) -
             "name": name,
             "retry": {**defaults.retry.model_dump(), **(block.get("retry") or {})},
             "http": {**defaults.http.model_dump(), **(block.get("http") or {})},
+            "archive": {**defaults.archive.model_dump(), **(block.get("archive") or {})},
         }
         try:
             source = SourceConfig.model_validate(merged)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from ingest_assets.assets.replay import REPLAY_JOB, replay_run_config
+from ingest_assets.assets.replay_preview import PREVIEW_JOB
 from ingest_assets_tests.quality_fixtures import (  # noqa: F401 - fixtures
     QualityEnv,
     check_results,
@@ -146,3 +147,39 @@ def test_replay_of_a_range_after_a_rule_fix(
         assert numbers["cleaned"] == numbers["cleaned_ids"]
     rating = quality_env.table("cleaned.products", f"{DAY} AND product_id = 'PRT-0017'")
     assert rating["rating"].tolist() == [7.2]
+
+
+def test_the_preview_says_what_the_replay_then_does(
+    quality_env: QualityEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quality_env.use_sources(partner_feed=shipped("partner_feed"))
+    assert quality_env.run("2024-06-01").success
+    before = quality_env.table("quarantine.records")
+    redeclare(monkeypatch, "products", fields={"rating": {"le": 10}})
+
+    preview = quality_env.run(
+        "2024-06-01",
+        job=PREVIEW_JOB,
+        run_config={"ops": {"preview_replay": {"config": {"source": None}}}},
+    )
+    assert preview.success
+    (output,) = [e for e in preview.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT]
+    metadata = output.step_output_data.metadata
+    assert metadata["summary"].value == {
+        "products": {"quarantined": 9, "would_accept": 1, "would_stay": 8, "newly_quarantined": 0}
+    }
+    checks = {
+        (r.data["dataset"], r.data["check"]): r.data for r in metadata["by_check"].value.records
+    }
+    assert checks[("products", "rating: less_than_or_equal_to(5)")]["would_accept"] == "1"
+    accepted = [r.data for r in metadata["examples"].value.records if r.data["verdict"] == "accept"]
+    assert [json.loads(r["record"])["partner_sku"] for r in accepted] == ["PRT-0017"]
+    # The preview wrote nothing.
+    pd.testing.assert_frame_equal(quality_env.table("quarantine.records"), before)
+
+    replay = quality_env.run("2024-06-01", job=REPLAY_JOB, run_config=replay_run_config())
+    assert replay.success
+    marks = quality_env.table("quarantine.history")
+    released = marks[marks["status"] == "replayed"]
+    assert [json.loads(r)["partner_sku"] for r in released["record"]] == ["PRT-0017"]
+    assert len(quality_env.table("quarantine.records")) == 8

@@ -145,6 +145,11 @@ _RAW_SYSTEM = {
         "Arrival order within the day: which of two records with one key came first.",
     ),
     "_parse_error": ("text", "Why the record could not be stored as fetched; null when it could."),
+    "_source_ref": (
+        "text",
+        "Where it came from: <archive object>#<index in the page>, or #L<line> of a file "
+        "(python -m ingest_assets ref shows those bytes).",
+    ),
 }
 
 
@@ -165,7 +170,8 @@ def raw_table_schema(source: SourceConfig, dataset: CompiledDataset) -> dg.Table
     """What is known of ``raw/<source>`` before any fetch: system columns and declared fields.
 
     Field columns hold text as fetched (typing is validation's job); the declared type says what
-    a value must parse as.
+    a value must parse as. A column is ``column_name`` of its field (source name → column, the
+    same on every run); each description names its field exactly as the source sends it.
     """
     if source.fields is not None:
         fields = dict(source.fields)
@@ -179,6 +185,8 @@ def raw_table_schema(source: SourceConfig, dataset: CompiledDataset) -> dg.Table
     field_columns = []
     for field, declared in fields.items():
         description = f"Field {field!r} as fetched, {declared} ({origin})"
+        if column_name(field) != field:
+            description += "; the column's name is derived from the field's (see _record)"
         if field in targets:
             description += f"; becomes {targets[field]} in cleaned/{source.dataset}"
         field_columns.append(dg.TableColumn(column_name(field), "text", description + "."))

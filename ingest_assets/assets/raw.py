@@ -15,6 +15,8 @@ from typing import Any
 
 import dagster as dg
 
+from ingest_assets.archive import ArchiveError
+from ingest_assets.assets.archiving import DayArchive
 from ingest_assets.assets.checks import freshness_policy
 from ingest_assets.assets.common import daily_partitions, now_utc, partition_days, retry_policy
 from ingest_assets.config import SourceConfig
@@ -32,6 +34,7 @@ from ingest_assets.warehouse.common import TableRef
 
 PROGRESS_EVERY_S = 5.0
 FETCH_ATTEMPT = "fetch_attempt"
+FIELD_COLUMNS = "field_columns"
 
 
 class _Progress:
@@ -114,24 +117,38 @@ def fetch_day(
     started = time.perf_counter()
     # Pages fetched by a failed try of this day are not fetched again; cleared once written.
     checkpoint = PageCheckpoint.for_fetch(ingest_home(), source.name, day)
-    ctx = FetchContext(
-        partition_date=day,
-        stats=stats,
-        log=context.log,
-        on_progress=_Progress(context),
-        checkpoint=checkpoint,
-    )
-    encoder = RawEncoder()
-    table = TableRef("raw", source.name)
-    partition = StagedPartition(table, day, context.run.run_id, ingested_at)
+    where = f"source {source.name}, day {day.isoformat()}"
     try:
+        # Live: every body and landing file also archived; archive mode: read from it.
+        archive = DayArchive.for_fetch(source, day, checkpoint, dict(context.run.tags))
+    except (ValueError, ArchiveError, FetchError) as exc:
+        # A fetch mode that does not exist, a day never archived: no retry helps.
+        record_attempt(context, day, {"outcome": "failed", **stats.as_dict()})
+        message = str(exc) if isinstance(exc, FetchError) else f"{where}: {exc}"
+        raise DayFailure(day, message, retryable=False) from None
+    try:
+        ctx = FetchContext(
+            partition_date=day,
+            stats=stats,
+            log=context.log,
+            on_progress=_Progress(context),
+            checkpoint=archive.page_store,
+            landing_dir=archive.landing_dir,
+        )
+        encoder = RawEncoder()
+        table = TableRef("raw", source.name)
+        ingested_at = archive.ingested_at(ingested_at)
+        partition = StagedPartition(table, day, context.run.run_id, ingested_at)
+        archive.before_fetch(connector, ctx)
         with warehouse.stage(partition) as stage:
             stream_into(connector, ctx, stage, encoder)
+            archived = archive.commit(context.run.run_id, ingested_at)
             rows = stage.commit()
     except Exception as exc:
         outcome = {"outcome": "failed", **stats.as_dict()}
         record_attempt(context, day, outcome)
-        where = f"source {source.name}, day {day.isoformat()}"
+        if isinstance(exc, ArchiveError):
+            raise DayFailure(day, f"{where}: {exc}", retryable=False) from None
         if isinstance(exc, MissingFileError):
             raise DayFailure(
                 day,
@@ -142,6 +159,8 @@ def fetch_day(
             # The message already names the source and the day (connectors.stream).
             raise DayFailure(day, str(exc), retryable=not exc.permanent) from None
         raise
+    finally:
+        archive.close()
     checkpoint.clear()
     if rows != stats.records:
         # The invariant of the record path: every record handed over is a raw row.
@@ -157,10 +176,11 @@ def fetch_day(
         "records_fetched": rows,
         "parse_errors": encoder.parse_errors,
         "resumed_pages": checkpoint.hits,
+        **archived,
         "duration_s": round(time.perf_counter() - started, 3),
     }
     record_attempt(context, day, result)
-    return {**result, "drift": drift.__dict__}
+    return {**result, "drift": drift.__dict__, FIELD_COLUMNS: dict(encoder.columns)}
 
 
 def build_raw_asset(source: SourceConfig, dataset: CompiledDataset) -> dg.AssetsDefinition:
@@ -211,6 +231,9 @@ def build_raw_asset(source: SourceConfig, dataset: CompiledDataset) -> dg.Assets
             # One day: its duration is the asset's whole wall time (DESIGN's duration_s).
             next(iter(per_day.values()))["duration_s"] = duration
         drift = {day: stats.pop("drift") for day, stats in per_day.items()}
+        field_columns: dict[str, str] = {}
+        for stats in per_day.values():
+            field_columns.update(stats.pop(FIELD_COLUMNS, None) or {})
         if failures:
             fail(context, source, per_day, failures)
         totals = {
@@ -228,6 +251,8 @@ def build_raw_asset(source: SourceConfig, dataset: CompiledDataset) -> dg.Assets
                     {d: DriftReport(**r).summary() for d, r in drift.items() if r}
                 ),
                 "drift_reports": dg.MetadataValue.json({d: r for d, r in drift.items() if r}),
+                # Field names are data: each field's exact name → its raw column.
+                FIELD_COLUMNS: dg.MetadataValue.json(field_columns),
             }
         )
 

@@ -27,6 +27,25 @@ Record = dict[str, Any]
 Batch = list[Record]
 
 
+class Page(list):
+    """A batch of records that knows where each came from: ``refs[i]`` is the ``_source_ref``
+    of record ``i`` (``<sha256 of the body or file>#<index in the page>`` or ``#L<line>``)."""
+
+    def __init__(self, records: Iterable[Record] = (), refs: list[str] | None = None) -> None:
+        super().__init__(records)
+        self.refs = refs
+
+    def keep_refs(self, records: Iterable[Record]) -> Page:
+        """Other records in the same places (a record enriched, say), with these refs."""
+        return Page(records, self.refs)
+
+
+def source_refs(batch: Batch) -> list[str] | None:
+    """The ``_source_ref`` of each record of a batch, when its connector said."""
+    refs = getattr(batch, "refs", None)
+    return refs if refs is not None and len(refs) == len(batch) else None
+
+
 # Option and header names that say their value is a credential.
 SECRET_NAME = re.compile(
     r"auth|key|token|secret|passw|cookie|session|signature|credential", re.IGNORECASE
@@ -196,6 +215,8 @@ class FetchContext:
     checkpoint: PageCheckpoint | None = None
     # The landing folder file sources read (None: INGEST_LANDING_DIR); a restored archive.
     landing_dir: Path | None = None
+    # A landing file's archive object (sha256), by path: its rows' _source_ref name it.
+    file_objects: dict[str, str] = field(default_factory=dict)
 
     def progress(self, message: str) -> None:
         if self.on_progress is not None:

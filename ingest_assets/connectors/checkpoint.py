@@ -86,8 +86,9 @@ class PageCheckpoint:
 
     def load(
         self, url: str, params: Mapping[str, Any] | None = None, method: str = "GET"
-    ) -> tuple[Any, httpx.Headers] | None:
-        """The stored (body, headers) of a request, or None when it was not fetched yet."""
+    ) -> tuple[Any, httpx.Headers, str] | None:
+        """The stored (body, headers, sha256 of the body's bytes) of a request, or None when it
+        was not fetched yet."""
         path = self._path(method, url, params)
         try:
             head, newline, content = path.read_bytes().partition(b"\n")
@@ -102,7 +103,19 @@ class PageCheckpoint:
             path.unlink(missing_ok=True)
             return None
         self.hits += 1
-        return body, headers
+        return body, headers, hashlib.sha256(content).hexdigest()
+
+    def raw(
+        self, url: str, params: Mapping[str, Any] | None = None, method: str = "GET"
+    ) -> tuple[bytes, httpx.Headers] | None:
+        """The stored (body bytes, headers) of a request as the API sent them, or None."""
+        try:
+            head, newline, content = self._path(method, url, params).read_bytes().partition(b"\n")
+            if not newline:
+                return None
+            return content, httpx.Headers(json.loads(head)["headers"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def save(
         self,

@@ -26,7 +26,7 @@ import json
 import re
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 from xml.etree import ElementTree as ET
@@ -43,6 +43,7 @@ from ingest_assets.connectors.base import (
     ConnectorOptions,
     FetchContext,
     FileParseError,
+    Page,
 )
 from ingest_assets.connectors.registry import register
 
@@ -104,14 +105,21 @@ class XmlOptions(FileOptions):
     max_depth: int = Field(100, ge=1, description="deepest nesting of elements in a record")
 
 
-def _batched(records: Iterator[dict[str, Any]], size: int) -> Iterator[Batch]:
-    batch: Batch = []
+def _batched(
+    records: Iterator[dict[str, Any]], size: int, line: Callable[[], int], ref: str
+) -> Iterator[Batch]:
+    """Batches of ``size`` records, each with its ``_source_ref``: ``ref#L<line>``, the line
+    the record starts on (``line()`` says it right after the record is yielded)."""
+    batch, refs = Page(), []
     for record in records:
         batch.append(record)
+        refs.append(f"{ref}#L{line()}")
         if len(batch) >= size:
+            batch.refs = refs
             yield batch
-            batch = []
+            batch, refs = Page(), []
     if batch:
+        batch.refs = refs
         yield batch
 
 
@@ -119,6 +127,8 @@ class FileConnector(Connector):
     """Shared file handling: resolve the path, count the read, stream batches."""
 
     options: FileOptions
+    # The line the record ``records`` last yielded starts on (its ``_source_ref``).
+    line: int = 0
 
     def file_path(self, ctx: FetchContext) -> Path:
         return Path(render_template(self.resolved(self.options.path, ctx), ctx.template_values()))
@@ -128,8 +138,12 @@ class FileConnector(Connector):
         if not path.is_file():
             raise MissingFileError(f"no file for partition {ctx.partition_date}: {path}")
         ctx.stats.requests += 1
+        # The archive object of the file when it was archived, else the file's own name.
+        ref = ctx.file_objects.get(str(path)) or f"file:{path.name}"
+        self.line = 0
         try:
-            for batch in _batched(self.records(path), self.options.batch_size):
+            batches = _batched(self.records(path), self.options.batch_size, lambda: self.line, ref)
+            for batch in batches:
                 ctx.progress(f"{path.name}: {len(batch)} records")
                 yield batch
         except Exception:
@@ -378,6 +392,7 @@ class CsvConnector(FileConnector):
             except (csv.Error, _Undecodable, _TooManyLines, _TooLarge) as exc:
                 first = source.give_back()
                 number, text, raw = first.number, first.text, first.raw
+                self.line = number
                 if first.too_long:
                     error = too_long(first, opts.encoding, opts.max_record_bytes)
                 elif text is None:
@@ -393,6 +408,7 @@ class CsvConnector(FileConnector):
                 yield error
                 continue
             number = source.taken[0][0]
+            self.line = number
             if not row:
                 continue
             if header is None:
@@ -479,6 +495,7 @@ class JsonlConnector(FileConnector):
         lines = text_lines(path, opts.encoding, opts.max_file_bytes, opts.max_record_bytes)
         for whole in lines:
             number, text, raw = whole.number, whole.text, whole.raw
+            self.line = number
             if whole.too_long:
                 yield too_long(whole, opts.encoding, opts.max_record_bytes)
                 continue
@@ -626,6 +643,7 @@ class XmlConnector(FileConnector):
                             _drop(element, stack)
                         continue
                     line, began = starts.pop()
+                    self.line = line
                     yield self._record(element, line, dropped=began < 0)
                     _drop(element, stack)
                 if not chunk:

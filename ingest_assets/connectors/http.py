@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import hashlib
 import json
 import logging
 import math
@@ -256,8 +257,9 @@ class ResilientClient:
 
     async def get_json(
         self, url: str, params: Mapping[str, Any] | None = None, position: str = ""
-    ) -> tuple[Any, httpx.Headers]:
-        """GET a JSON document, retrying transient failures; returns (body, headers).
+    ) -> tuple[Any, httpx.Headers, str]:
+        """GET a JSON document, retrying transient failures; returns (body, headers, the
+        sha256 of the body's bytes: the archive object its records' ``_source_ref`` names).
 
         ``position`` (``offset=50``, ``page 3``) names the request among its source's in errors.
         """
@@ -269,7 +271,7 @@ class ResilientClient:
         if self.checkpoint is not None:
             # The bytes as they came: the stored page is read exactly as the live one.
             self.checkpoint.save(url, params, content, headers)
-        return body, headers
+        return body, headers, hashlib.sha256(content).hexdigest()
 
     async def _send(
         self, url: str, params: Mapping[str, Any] | None, where: str

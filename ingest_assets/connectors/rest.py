@@ -32,6 +32,7 @@ from ingest_assets.connectors.base import (
     Connector,
     ConnectorOptions,
     FetchContext,
+    Page,
     PagingError,
     PermanentFetchError,
 )
@@ -368,7 +369,7 @@ class RestConnector(Connector):
         label = ", ".join(f"{k}={v}" for k, v in extra.items()) or self.source.name
         async for rows in self._pages(client, url, params, secret_params):
             ctx.progress(f"{label}: {len(rows)} records")
-            yield [{**extra, **row} for row in rows] if extra else rows
+            yield rows.keep_refs({**extra, **row} for row in rows) if extra else rows
 
     async def _pages(
         self,
@@ -387,9 +388,10 @@ class RestConnector(Connector):
             target = at or url
             query = {**params, **extra} if at is None else secret_params
             position = position or position_of(extra)
-            body, headers = await client.get_json(target, query, position)
+            body, headers, digest = await client.get_json(target, query, position)
             shown = client.shown(target) + (f" ({position})" if position else "")
-            rows = rows_from(body, opts.record_path, opts.record_layout, shown)
+            found = rows_from(body, opts.record_path, opts.record_layout, shown)
+            rows = Page(found, [f"{digest}#{i}" for i in range(len(found))])
             if opts.max_depth is not None:
                 deep = next((i for i, r in enumerate(rows) if deeper_than(r, opts.max_depth)), None)
                 if deep is not None:

@@ -39,6 +39,11 @@ _SYSTEM_TYPES = {
     "source": ("text", False, "The source (sources.yaml) the record came from."),
     "_run_id": ("text", False, "The Dagster run that wrote the row."),
     "_ingested_at": ("timestamp", False, "When the record was fetched."),
+    "_source_ref": (
+        "text",
+        True,
+        "Where the record came from: <archive object>#<index in the page>, or #L<line> of a file.",
+    ),
 }  # fmt: skip
 _SQL_TYPES = {
     "text": "VARCHAR",
@@ -501,6 +506,7 @@ def compile_dataset(name: str, decl: DatasetDeclaration, origin: str) -> Compile
         **{f.name: f.column_type for f in fields},
         "_run_id": ColumnType("text", False),
         "_ingested_at": ColumnType("timestamp", False),
+        "_source_ref": ColumnType("text", True),
     }
     columns: dict[str, pa.Column] = {}
     for column_name, column_type in cleaned_types.items():
@@ -519,6 +525,8 @@ def compile_dataset(name: str, decl: DatasetDeclaration, origin: str) -> Compile
             nullable=column_type.nullable,
             description=description or None,
             coerce=False,
+            # Provenance came later than the tables: a table written before it still checks.
+            required=column_name != "_source_ref",
         )
     row_checks = _named_checks(decl.checks, [*base, "checks"], cleaned_types)
     unique = [PARTITION, *decl.key]

@@ -17,7 +17,7 @@ ORDERED_TYPES = ("integer", "number", "decimal", "date", "timestamp")
 DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED_NAMES = ("records", "history", "ingestion")
 # Columns every cleaned table has besides its fields (set by the pipeline, never mapped).
-SYSTEM_COLUMNS = ("partition_date", "source", "_run_id", "_ingested_at")
+SYSTEM_COLUMNS = ("partition_date", "source", "_run_id", "_ingested_at", "_source_ref")
 Number = int | float
 
 

@@ -70,6 +70,12 @@ class QuarantineRecords(PartitionedModel):
     )
     run_id: Series[str] = pa.Field(description="The run that quarantined it.")
     quarantined_at: Series[UtcTimestamp] = pa.Field(description="When it was quarantined.")
+    # Not required: quarantine rows written before provenance existed have no such column.
+    source_ref: Series[str] | None = pa.Field(
+        nullable=True,
+        alias="_source_ref",
+        description="Where the record came from (archive object and position, or file line).",
+    )
 
 
 class QuarantineHistory(PartitionedModel):
