@@ -18,6 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from ingest_assets.records.encode import column_name  # noqa: E402 - after the path
+
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {}
 
 
@@ -113,6 +115,7 @@ def _count(url: str, table: str) -> int:
 # Bare vectorised pandas: the peer of raw → cleaned/quarantine/features/metrics
 # --------------------------------------------------------------------------------------------
 
+# By source field name; the raw stage's column of discountPercentage is a prefix and a hash.
 RAW_TYPES = {
     "id": "int64",
     "title": "string",
@@ -120,7 +123,7 @@ RAW_TYPES = {
     "brand": "string",
     "sku": "string",
     "price": "float64",
-    "discountpercentage": "float64",
+    "discountPercentage": "float64",
     "rating": "float64",
     "stock": "int64",
 }
@@ -142,19 +145,7 @@ def pandas_processing(url: str, table: str, partition: str) -> dict[str, Any]:
     import pyarrow.csv as pacsv
 
     started = time.perf_counter()
-    schema, name = table.split(".")
-    with psycopg.connect(url) as conn:
-        found = [
-            row[0]
-            for row in conn.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = %s AND table_name = %s",
-                (schema, name),
-            )
-        ]
-    # The raw table's text column of each field, whatever its casing (discountPercentage).
-    by_letters = {"".join(ch for ch in c.lower() if ch.isalnum()): c for c in found}
-    columns = ", ".join(f'"{by_letters[field]}" AS {field}' for field in RAW_TYPES)
+    columns = ", ".join(f'"{column_name(field)}" AS "{field}"' for field in RAW_TYPES)
     buffer = io.BytesIO()
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         query = (
@@ -185,7 +176,7 @@ def pandas_processing(url: str, table: str, partition: str) -> dict[str, Any]:
             "category": raw["category"].str.strip().str.lower(),
             "brand": raw["brand"].str.strip().replace("", None),
             "price": raw["price"],
-            "discount_pct": raw["discountpercentage"],
+            "discount_pct": raw["discountPercentage"],
             "rating": raw["rating"],
             "stock": raw["stock"],
         }

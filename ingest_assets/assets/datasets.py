@@ -32,6 +32,7 @@ from ingest_assets.assets.common import (
     timed,
 )
 from ingest_assets.assets.ingestion import ingestion_frame
+from ingest_assets.assets.placement import where_it_ran
 from ingest_assets.assets.schema_checks import ChunkCheck, schema_check_spec
 from ingest_assets.config import SourceConfig
 from ingest_assets.datasets import CompiledDataset
@@ -75,10 +76,19 @@ def split_chunks(
     bounds: tuple,
 ) -> Iterator[SplitResult]:
     """One source's raw partition window, split chunk by chunk in the source's order."""
+    mark = warehouse.placeholder
+    existing = {
+        name
+        for (name,) in warehouse.fetch_all(
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_schema = {mark} AND table_name = {mark}",
+            ["raw", source.name],
+        )
+    }
     chunks = warehouse.read_batches(
         TableRef("raw", source.name),
         bounds,
-        split.raw_columns(source.mapping),
+        split.raw_columns(source.mapping, existing or None),
         order_by=["partition_date", "_seq"],
         chunk_rows=SPLIT_CHUNK_ROWS,
     )
@@ -204,7 +214,7 @@ def build_split_asset(
                     counts["quarantined"] += len(result.quarantined)
                     yield result.valid
 
-        common = {"missing_sources": dg.MetadataValue.json(missing)}
+        common = {"missing_sources": dg.MetadataValue.json(missing), **where_it_ran()}
 
         def cleaned_metadata() -> dict[str, Any]:
             elapsed = round((pd.Timestamp.now() - started).total_seconds(), 3)

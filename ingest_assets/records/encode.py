@@ -11,8 +11,8 @@ the name alone (so every run of a source appends to the same columns, whatever e
 holds). A clean lower_snake name is its own column; any other name (another case or script, a
 reserved or system name, longer than PostgreSQL's 63 bytes) gets a readable prefix and a hash of
 the exact name, so names differing only in case never share a column on DuckDB (whose names are
-case-insensitive) nor lose their tail on PostgreSQL. Readers of a field go by its exact name in
-``_record`` unless the column is the name itself (``is_own_column``).
+case-insensitive) nor lose their tail on PostgreSQL. Readers of a top-level field go by its
+exact name through ``column_name``; a nested path is read from ``_record``.
 
 A record that no warehouse can store as it is — a non-finite number (JSON has none: ``NaN``,
 ``Infinity``), an unpaired surrogate (not encodable as UTF-8) or a NUL character (PostgreSQL

@@ -18,10 +18,11 @@ the valid rows it returns. Nothing is dropped: ``valid + quarantined == raw`` fo
 
 A field is read from the record as the source sent it: by its exact name, or a dotted path
 into nested objects (``user.login``; a missing part gives null; a name holding a dot that the
-record has as it is, is that name). Only a name that is its own raw column
-(``encode.is_own_column``: the same text, without parsing the record) is read from that column;
-anything else (a path, a name in another case or script, a reserved or long name, a ``json``
-field) from the record's ``_record`` JSON, parsed once per chunk. No dagster here.
+record has as it is, is that name). A top-level name is read from its raw column,
+``encode.column_name(name)``: a function of the exact name alone (two names differing in case or
+script never share one), holding the same text without parsing the record. A dotted path and a
+``json`` field are read from the record's ``_record`` JSON, parsed once per chunk. No dagster
+here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 import decimal
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ from ingest_assets.records.encode import (
     RECORD,
     SEQ,
     SOURCE_REF,
-    is_own_column,
+    column_name,
 )
 
 if TYPE_CHECKING:
@@ -408,18 +409,25 @@ class DatasetSplit:
         self.keys = KeyRegistry()
         self.coercers = {f.name: coercer_for(f) for f in self.fields}
 
-    def reads(self, mapping: Mapping[str, str]) -> dict[str, tuple[str, bool]]:
-        """Per field: (the source's name or path of it, whether it is read from the record)."""
+    def reads(
+        self, mapping: Mapping[str, str], columns: Collection[str] | None = None
+    ) -> dict[str, tuple[str, bool]]:
+        """Per field: (the source's name or path of it, whether it is read from the record);
+        ``columns``: the raw columns there are (a name without its column, in a raw table
+        written before its column was named so, is read from the record)."""
         plan = {}
         for f in self.fields:
             path = mapping.get(f.name, f.name)
-            plan[f.name] = (path, f.type == "json" or not is_own_column(path))
+            absent = columns is not None and column_name(path) not in columns
+            plan[f.name] = (path, f.type == "json" or "." in path or absent)
         return plan
 
-    def raw_columns(self, mapping: Mapping[str, str]) -> list[str]:
-        """The raw columns a source's split reads."""
-        plan = self.reads(mapping)
-        columns = [path for path, from_record in plan.values() if not from_record]
+    def raw_columns(
+        self, mapping: Mapping[str, str], existing: Collection[str] | None = None
+    ) -> list[str]:
+        """The raw columns a source's split reads (of ``existing``, the raw table's, if known)."""
+        plan = self.reads(mapping, existing)
+        columns = [column_name(path) for path, from_record in plan.values() if not from_record]
         record = [RECORD] if any(from_record for _, from_record in plan.values()) else []
         return [
             "partition_date",
@@ -452,7 +460,7 @@ class DatasetSplit:
             errors.setdefault(i, []).append({"column": column, "check": check, "message": message})
 
         columns: dict[str, Any] = {}
-        plan = self.reads(mapping)
+        plan = self.reads(mapping, raw.columns if RECORD in raw.columns else None)
         parsed = None
         if RECORD in raw.columns and any(from_record for _, from_record in plan.values()):
             parsed = parse_records(raw[RECORD])
@@ -460,8 +468,8 @@ class DatasetSplit:
             path, from_record = plan[f.name]
             if from_record and parsed is not None:
                 text = from_records(raw[RECORD], path, f.type == "json", parsed)
-            elif not from_record and path in raw.columns:
-                text = raw[path]
+            elif not from_record and column_name(path) in raw.columns:
+                text = raw[column_name(path)]
             else:
                 text = pd.Series(None, index=raw.index, dtype=_ARROW_TEXT)
             values, bad, message = self.coercers[f.name](text)
