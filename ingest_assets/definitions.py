@@ -18,7 +18,7 @@ from ingest_assets.automation.retention import build_retention
 from ingest_assets.automation.schedules import build_schedules
 from ingest_assets.automation.sensors import build_automation_sensor, build_landing_sensor
 from ingest_assets.config import SourcesFile
-from ingest_assets.executors import build_executor
+from ingest_assets.executors import build_executor, check_deployment
 from ingest_assets.loading import load_sources
 from ingest_assets.sandbox.switch import use_sandbox_if_requested
 from ingest_assets.warehouse import build_io_manager
@@ -34,6 +34,8 @@ def build_definitions(
 ) -> dg.Definitions:
     """Everything for a sources file and a warehouse (defaults: the environment's)."""
     sources = sources or load_sources()
+    # Before anything is built: what cannot work across machines fails here, saying why.
+    check_deployment(warehouse_url, archiving=any(s.archive.enabled for s in sources.sources))
     catalog = sources.catalog
     assets: list[dg.AssetsDefinition] = [
         build_raw_asset(s, catalog[s.dataset]) for s in sources.sources

@@ -19,6 +19,7 @@ from ingest_assets.archive import ArchiveError
 from ingest_assets.assets.archiving import DayArchive
 from ingest_assets.assets.checks import freshness_policy
 from ingest_assets.assets.common import daily_partitions, now_utc, partition_days, retry_policy
+from ingest_assets.assets.placement import where_it_ran
 from ingest_assets.config import SourceConfig
 from ingest_assets.connectors import FetchContext, FetchStats, get_connector_class
 from ingest_assets.connectors.base import FetchError
@@ -243,6 +244,7 @@ def build_raw_asset(source: SourceConfig, dataset: CompiledDataset) -> dg.Assets
         context.log.info(f"{source.name}: {totals}")
         return dg.MaterializeResult(
             metadata={
+                **where_it_ran(),
                 "dagster/row_count": totals["records_fetched"],
                 **totals,
                 "duration_s": duration,
