@@ -64,7 +64,11 @@ def test_schedules_fetch_the_previous_utc_day() -> None:
     assert {s.name for s in defs.schedules} == {
         "dummyjson_products_daily",
         "open_meteo_weather_daily",
+        "archive_retention_daily",
     }
+    # No source keeps a limited archive in the shipped file: the retention schedule is off.
+    retention = next(s for s in defs.schedules if s.name == "archive_retention_daily")
+    assert retention.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_landing_sensor_requests_a_run_per_landed_file(
