@@ -54,12 +54,11 @@ bench: $(VENV)/.bench-stamp
 	$(BIN)/python benchmarks/run.py
 
 # The worker needs the same broker as the runs (INGEST_CELERY_BROKER) and the same
-# DAGSTER_HOME / INGEST_* environment as `make dev`.
+# DAGSTER_HOME / INGEST_* environment as `make dev`. ingest_assets.celery_app takes its settings
+# (broker, late acknowledgement, visibility timeout) from where the executor takes them, as the
+# workers of deploy/compose.yaml do.
 worker: install dagster-home
-	@printf 'execution:\n  config:\n    broker: "%s"\n    backend: "%s"\n' \
-		"$${INGEST_CELERY_BROKER:-redis://127.0.0.1:6379/0}" "$${INGEST_CELERY_BROKER:-redis://127.0.0.1:6379/0}" \
-		> "$(INGEST_HOME)/celery_worker.yaml"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster-celery worker start -A dagster_celery.app -y "$(INGEST_HOME)/celery_worker.yaml"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster-celery worker start -A ingest_assets.celery_app -- --concurrency=1
 
 lint: install
 	$(BIN)/ruff check ingest_assets ingest_assets_tests benchmarks
