@@ -280,6 +280,26 @@ def test_metrics_need_only_the_columns_they_declare_to_read(
         pd.testing.assert_frame_equal(dataset.metrics(narrow), dataset.metrics(features))
 
 
+def test_metrics_do_not_depend_on_the_order_the_warehouse_returns_rows_in(
+    products: CompiledDataset,
+) -> None:
+    """A warehouse scan has no fixed order; a float mean does depend on the order of its sum
+    (in the last bit). Shuffled rows give bit-identical metrics, so a day re-run or part of a
+    backfill range comes out the same."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+    rows = [
+        (D1, rng.choice(["a", "b", "c"]), f"{i:06d}", rng.random() * 1000 + 0.01,
+         rng.random() * 50, rng.random() * 5, int(rng.integers(0, 9)))
+        for i in range(n)
+    ]  # fmt: skip
+    features = products.features(cleaned_products(rows))
+    shuffled = features.sample(frac=1, random_state=3).reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        products.metrics(features), products.metrics(shuffled), check_exact=True
+    )
+
+
 def test_product_features_and_metrics_of_nothing_are_empty_frames(
     products: CompiledDataset,
 ) -> None:

@@ -252,9 +252,13 @@ class SqlStep:
             f"CAST({sql.quote(n)} AS {t.sql}) AS {sql.quote(n)}" for n, t in self.output.items()
         ]
         final = f"SELECT {', '.join(casts)}" + (f", {sql.ROW}" if self.order_by_row else "")
-        result = sql.run(
-            f"{final} FROM ({self.query})", sql.as_arrow(frame, self.reads), self.order_by_row
-        )
+        inputs = sql.as_arrow(frame, self.reads)
+        if not self.order_by_row:
+            # Aggregates read their rows in one order whatever order the warehouse returned
+            # them in (a float sum depends on it in the last bit): a day, re-run or part of a
+            # backfill range, gives the same metrics.
+            inputs = inputs.sort_by([(c, "ascending") for c in self.reads])
+        result = sql.run(f"{final} FROM ({self.query})", inputs, self.order_by_row)
         return {name: t.to_pandas(result.column(name)) for name, t in self.output.items()}
 
 
