@@ -201,7 +201,7 @@ def test_the_cleaned_products_page_shows_columns_a_preview_and_checks(ui: UI, pa
 
     page.get_by_role("tab", name="Checks").click()
     expect(page.get_by_text("pandera_schema").first).to_be_visible()
-    expect(page.get_by_text("250 rows satisfy CleanedProducts")).to_be_visible()
+    expect(page.get_by_text("250 rows satisfy cleaned.products")).to_be_visible()
     expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
     expect(page.get_by_text("This is a blocking asset check.")).to_be_visible()
     shot(ui, page, "cleaned_products_checks")
