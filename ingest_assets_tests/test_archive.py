@@ -398,3 +398,19 @@ def test_a_contract_test_diffs_what_a_source_sends_now_with_its_archived_day(
         ["new", "new", "(boolean)"],
         ["retyped", "n", "(integer", "->", "text)"],
     ]
+
+
+def test_a_source_whose_reads_are_not_archived_refuses_archive_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An SQL source reads a database, not bodies or files: in archive mode it would query the
+    live database, so it fails instead, saying so."""
+    from ingest_assets.archive import NotArchived
+    from ingest_assets.assets.archiving import DayArchive
+    from ingest_assets.config import SourceConfig
+
+    source = SourceConfig.model_validate(
+        {"name": "orders_db", "connector": "sql", "dataset": "orders", "url": "sqlite://"}
+    )
+    with pytest.raises(NotArchived, match="source orders_db, day 2024-06-01: a sql source"):
+        DayArchive.for_fetch(source, dt.date(2024, 6, 1), None, {"ingest/fetch": "archive"})

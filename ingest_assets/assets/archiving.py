@@ -22,6 +22,7 @@ from ingest_assets.archive import (
     ArchiveRecorder,
     ArchiveReplay,
     ArchiveStore,
+    NotArchived,
     Redactor,
     archive_location,
     fetch_mode,
@@ -29,6 +30,9 @@ from ingest_assets.archive import (
 )
 from ingest_assets.config import SourceConfig, landing_dir
 from ingest_assets.connectors.base import Connector, FetchContext
+
+# The connectors whose reads go through the archive: HTTP bodies and landing files.
+ARCHIVED_CONNECTORS = ("rest", "csv", "jsonl", "xml")
 
 
 @dataclass
@@ -48,6 +52,14 @@ class DayArchive:
         mode = fetch_mode(tags)
         redactor = Redactor(secret_values(source.model_dump()))
         if mode == "archive":
+            if source.connector not in ARCHIVED_CONNECTORS:
+                # Its records come neither from HTTP bodies nor from landing files: replaying
+                # it would query the live database, not the archive.
+                raise NotArchived(
+                    f"source {source.name}, day {day.isoformat()}: a {source.connector} source "
+                    f"is not archived (only {', '.join(ARCHIVED_CONNECTORS)} sources are); "
+                    "materialize it live"
+                )
             store = ArchiveStore(archive_location())
             replay = ArchiveReplay.open(store, source.name, day).with_secrets(redactor)
             restored = replay.restore_files() if replay.files else None
