@@ -414,3 +414,20 @@ def test_a_source_whose_reads_are_not_archived_refuses_archive_mode(
     )
     with pytest.raises(NotArchived, match="source orders_db, day 2024-06-01: a sql source"):
         DayArchive.for_fetch(source, dt.date(2024, 6, 1), None, {"ingest/fetch": "archive"})
+
+
+def test_a_page_an_earlier_try_fetched_is_archived_from_the_checkpoint(tmp_path: Path) -> None:
+    """A resumed day asks no API for the pages it has: they are archived from the checkpoint,
+    with the bytes the API sent, read once."""
+    from ingest_assets.archive import ArchiveRecorder
+    from ingest_assets.connectors.checkpoint import PageCheckpoint
+
+    checkpoint = PageCheckpoint(tmp_path / "checkpoint")
+    checkpoint.save("http://api/items", {"page": 1}, b'{"items": [1, 2]}', {"Set-Cookie": "s=1"})
+    store = ArchiveStore(tmp_path / "archive")
+    recorder = ArchiveRecorder(store, "shop", dt.date(2024, 6, 1), checkpoint)
+    body, _, digest = recorder.load("http://api/items", {"page": 1})
+    assert body == {"items": [1, 2]} and recorder.hits == 1
+    assert store.get(digest) == b'{"items": [1, 2]}'
+    assert [e["object"] for e in recorder.entries] == [digest]
+    assert recorder.load("http://api/items", {"page": 2}) is None and len(recorder.entries) == 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,19 +26,18 @@ import httpx
 
 from ingest_assets import jsontext
 from ingest_assets.archive.store import ArchiveError, ArchiveStore, Manifest
-from ingest_assets.connectors.base import PermanentFetchError
+from ingest_assets.connectors.base import (
+    ENV_REF,
+    MIN_SECRET_LENGTH,
+    REDACTED,
+    SECRET_NAME,
+    PermanentFetchError,
+)
+from ingest_assets.connectors.checkpoint import SECRET_HEADERS
+from ingest_assets.warehouse import ingest_home
 
 FETCH_TAG = "ingest/fetch"
 FETCH_MODES = ("live", "archive")
-REDACTED = "REDACTED"
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
-_SECRET_NAME = re.compile(
-    r"auth|key|token|secret|passw|cookie|session|signature|credential", re.IGNORECASE
-)
-# Response headers that are, or may carry, credentials: never archived.
-_SECRET_RESPONSE_HEADERS = frozenset(
-    {"set-cookie", "set-cookie2", "www-authenticate", "proxy-authenticate", "authorization"}
-)
 
 
 class NotArchived(PermanentFetchError):
@@ -51,7 +49,7 @@ def archive_location() -> str:
     configured = os.environ.get("INGEST_ARCHIVE_URL", "").strip()
     if configured:
         return configured
-    return str(Path(os.environ.get("INGEST_HOME") or ".ingest") / "archive")
+    return str(ingest_home() / "archive")
 
 
 def fetch_mode(tags: Mapping[str, str] | None = None) -> str:
@@ -71,7 +69,7 @@ def secret_values(configured: Any) -> dict[str, str]:
 
     def walk(value: Any) -> None:
         if isinstance(value, str):
-            names.update(_ENV_REFERENCE.findall(value))
+            names.update(ENV_REF.findall(value))
         elif isinstance(value, Mapping):
             for item in value.values():
                 walk(item)
@@ -82,7 +80,7 @@ def secret_values(configured: Any) -> dict[str, str]:
     walk(configured)
     found = {name: os.environ.get(name, "") for name in sorted(names)}
     # A value this short would also blank innocent text; names that short are not secrets.
-    return {name: value for name, value in found.items() if len(value) >= 4}
+    return {name: value for name, value in found.items() if len(value) >= MIN_SECRET_LENGTH}
 
 
 class Redactor:
@@ -104,7 +102,7 @@ class Redactor:
         if params:
             target = target.copy_merge_params({k: str(v) for k, v in params.items()})
         query = [
-            (k, REDACTED if _SECRET_NAME.search(k) else v) for k, v in target.params.multi_items()
+            (k, REDACTED if SECRET_NAME.search(k) else v) for k, v in target.params.multi_items()
         ]
         shown = target.copy_with(query=None).copy_merge_params(query) if query else target
         return self.text(str(shown))
@@ -120,9 +118,7 @@ def request_key(method: str, url: str | httpx.URL, params: Mapping[str, Any] | N
     query = sorted(
         (
             k,
-            "sha256:" + hashlib.sha256(v.encode()).hexdigest()[:16]
-            if _SECRET_NAME.search(k)
-            else v,
+            "sha256:" + hashlib.sha256(v.encode()).hexdigest()[:16] if SECRET_NAME.search(k) else v,
         )
         for k, v in target.params.multi_items()
     )
@@ -174,7 +170,7 @@ class ArchiveRecorder:
         kept = [
             (k, self.redactor.text(v))
             for k, v in httpx.Headers(headers).multi_items()
-            if k.lower() not in _SECRET_RESPONSE_HEADERS
+            if k.lower() not in SECRET_HEADERS
         ]
         self.entries.append(
             {
@@ -198,14 +194,12 @@ class ArchiveRecorder:
         """A page an earlier try of the day stored (and so archived again here), or None."""
         if self.checkpoint is None:
             return None
-        raw = self.checkpoint.raw(url, params, method)
-        if raw is None:
+        found = self.checkpoint.load_page(url, params, method)
+        if found is None:
             return None
-        content, headers = raw
-        found = self.checkpoint.load(url, params, method)
-        if found is not None:
-            self._entry(method, url, params, content, headers)
-        return found
+        body, headers, digest, content = found
+        self._entry(method, url, params, content, headers)
+        return body, headers, digest
 
     def save(
         self,

@@ -50,7 +50,7 @@ def source_refs(batch: Batch) -> list[str] | None:
 SECRET_NAME = re.compile(
     r"auth|key|token|secret|passw|cookie|session|signature|credential", re.IGNORECASE
 )
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 REDACTED = "REDACTED"
 # Shorter values would blank innocent text (a page number, a date part); they are no secrets.
 MIN_SECRET_LENGTH = 4
@@ -137,7 +137,7 @@ def secret_values(options: Mapping[str, Any], env: Mapping[str, str] | None = No
             return
         if not isinstance(value, str):
             return
-        for ref in _ENV_REF.finditer(value):
+        for ref in ENV_REF.finditer(value):
             if env.get(ref.group(1)) and (name != "base_url" or SECRET_NAME.search(ref.group(1))):
                 found.append(env[ref.group(1)])
         if SECRET_NAME.search(name):

@@ -33,8 +33,8 @@ from ingest_assets import jsontext
 
 DEFAULT_MAX_AGE_S = 12 * 3600
 
-# Response headers that are, or may carry, credentials.
-_SECRET_HEADERS = frozenset(
+# Response headers that are, or may carry, credentials (never kept, here or in the archive).
+SECRET_HEADERS = frozenset(
     {"set-cookie", "set-cookie2", "www-authenticate", "proxy-authenticate", "authorization"}
 )
 
@@ -89,6 +89,13 @@ class PageCheckpoint:
     ) -> tuple[Any, httpx.Headers, str] | None:
         """The stored (body, headers, sha256 of the body's bytes) of a request, or None when it
         was not fetched yet."""
+        found = self.load_page(url, params, method)
+        return None if found is None else found[:3]
+
+    def load_page(
+        self, url: str, params: Mapping[str, Any] | None = None, method: str = "GET"
+    ) -> tuple[Any, httpx.Headers, str, bytes] | None:
+        """``load`` and the body's bytes as the API sent them (what the archive keeps)."""
         path = self._path(method, url, params)
         try:
             head, newline, content = path.read_bytes().partition(b"\n")
@@ -103,19 +110,7 @@ class PageCheckpoint:
             path.unlink(missing_ok=True)
             return None
         self.hits += 1
-        return body, headers, hashlib.sha256(content).hexdigest()
-
-    def raw(
-        self, url: str, params: Mapping[str, Any] | None = None, method: str = "GET"
-    ) -> tuple[bytes, httpx.Headers] | None:
-        """The stored (body bytes, headers) of a request as the API sent them, or None."""
-        try:
-            head, newline, content = self._path(method, url, params).read_bytes().partition(b"\n")
-            if not newline:
-                return None
-            return content, httpx.Headers(json.loads(head)["headers"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return body, headers, hashlib.sha256(content).hexdigest(), content
 
     def save(
         self,
@@ -127,7 +122,7 @@ class PageCheckpoint:
     ) -> None:
         """Keep a successful response (its body's bytes); atomic, so a reader never sees half a
         file."""
-        kept = [(k, v) for k, v in httpx.Headers(headers).multi_items() if k not in _SECRET_HEADERS]
+        kept = [(k, v) for k, v in httpx.Headers(headers).multi_items() if k not in SECRET_HEADERS]
         head = json.dumps({"headers": kept}).encode()
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self._path(method, url, params)
